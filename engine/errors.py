@@ -1,0 +1,60 @@
+"""Exceptions the engine raises, each carrying what a person needs to act on it."""
+
+from __future__ import annotations
+
+
+class MapperError(Exception):
+    """Base class: a failure with a message meant for people."""
+
+    exit_code = 1
+
+
+class MappingError(MapperError):
+    """The mapping file is wrong: points at FILE:LINE:COL."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 column: int | None = None, hint: str | None = None):
+        self.file, self.line, self.column, self.hint = file, line, column, hint
+        self.message = message
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}{self.message}{hint}"
+
+
+class MappingErrors(MapperError):
+    """Several mapping errors found in one pass; reported together."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[MappingError]):
+        self.errors = errors
+        super().__init__("\n".join(e.format() for e in errors))
+
+
+class OrderError(MapperError):
+    """One record cannot be converted: it goes to quarantine with this reason."""
+
+    def __init__(self, reason: str, *, field: str | None = None):
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+
+class SourceError(MapperError):
+    """The source (shop API, fixture directory) failed as a whole."""
+
+
+class DeliveryError(MapperError):
+    """The destination could not take the document."""

@@ -1,0 +1,159 @@
+"""The filters and tests a mapping's templates may use.
+
+Each is a plain function of values: no file, network or environment access.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from . import money
+
+#: Typographic quotes that Asperion's import refuses raw, and their plain forms.
+DEFAULT_REPLACEMENTS = {"„": '"', "“": '"', "”": '"', "‟": '"', "‚": "'", "‘": "'", "’": "'", "‛": "'"}
+
+# XML 1.0 allows tab, LF, CR and everything from U+0020 except surrogates, U+FFFE and U+FFFF.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_SPACES = re.compile(r"\s+")
+
+
+def strip_control(text: str) -> str:
+    return _XML_FORBIDDEN.sub("", text)
+
+
+def clean(value: object, replacements: dict[str, str] | None = None) -> str:
+    """Plain text for an invoice: quotes plain, forbidden characters out, spaces collapsed."""
+    if value is None:
+        return ""
+    text = str(value)
+    for old, new in (replacements or DEFAULT_REPLACEMENTS).items():
+        if old in text:
+            text = text.replace(old, new)
+    return _SPACES.sub(" ", strip_control(text)).strip()
+
+
+def normalise_email(value: object) -> str:
+    """Trimmed and lower case: the key customers are recognised by."""
+    return "" if value is None else str(value).strip().lower()
+
+
+def fold_name(value: object) -> str:
+    """Case-folded, accents stripped, spaces collapsed: for 'materially different' names."""
+    text = unicodedata.normalize("NFKD", "" if value is None else str(value))
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+def to_decimal(value: object) -> Decimal:
+    return money.to_decimal(value)
+
+
+def money_plain(value: object, places: int = 2) -> str:
+    """``1043.45``: for amounts in the XML."""
+    return money.plain(money.to_decimal(value), places)
+
+
+def unit_price(value: object, places: int = 4) -> str:
+    """Up to four decimals (``8.2231``), at least two."""
+    return money.trim(money.to_decimal(value), places)
+
+
+def quantity(value: object) -> str:
+    return money.quantity(money.to_decimal(value))
+
+
+def dutch_money(value: object, symbol: str = "€") -> str:
+    """``€ 1.043,45``: as Asperion's import screen shows amounts."""
+    return money.dutch(money.to_decimal(value), symbol)
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def parse_datetime(value: object) -> datetime:
+    """An ISO 8601 timestamp (``2026-11-26T21:00:00Z``); naive ones are taken as UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def local_date(value: object, zone: str = "Europe/Amsterdam") -> str:
+    """The calendar date (``YYYY-MM-DD``) of a UTC timestamp in ``zone``."""
+    return parse_datetime(value).astimezone(_zone(zone)).date().isoformat()
+
+
+def date_format(value: object, fmt: str = "%d-%m-%Y") -> str:
+    """Reformat a ``YYYY-MM-DD`` date or a timestamp: ``'2014-12-21' | date_format('%m-%Y')``."""
+    if isinstance(value, str) and len(value) == 10:
+        return date.fromisoformat(value).strftime(fmt)
+    return parse_datetime(value).strftime(fmt)
+
+
+def utc_timestamp(value: object) -> str:
+    return parse_datetime(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_NL_POSTCODE = re.compile(r"^\s*(\d{4})\s*([A-Za-z]{2})\s*$")
+
+
+def postcode(value: object, country: object = "NL") -> str:
+    """Dutch postcodes as ``1234 AB``; others trimmed and upper-cased."""
+    text = "" if value is None else str(value)
+    if (country or "NL") == "NL":
+        m = _NL_POSTCODE.match(text)
+        if m:
+            return f"{m.group(1)} {m.group(2).upper()}"
+    return _SPACES.sub(" ", text).strip().upper()
+
+
+def compact(value: object) -> str:
+    """Upper case without spaces, dots or dashes: VAT and KvK numbers."""
+    return re.sub(r"[\s.\-]", "", "" if value is None else str(value)).upper()
+
+
+def regex_match(value: object, pattern: str) -> bool:
+    return re.fullmatch(pattern, "" if value is None else str(value)) is not None
+
+
+FILTERS = {
+    "clean": clean,
+    "normalise_email": normalise_email,
+    "normalize_email": normalise_email,
+    "fold_name": fold_name,
+    "decimal": to_decimal,
+    "money": money_plain,
+    "unit_price": unit_price,
+    "quantity": quantity,
+    "dutch_money": dutch_money,
+    "local_date": local_date,
+    "date_format": date_format,
+    "utc_timestamp": utc_timestamp,
+    "postcode": postcode,
+    "compact": compact,
+}
+
+TESTS = {
+    "matching": regex_match,
+}
+
+
+def clean_xml_text(text: str, replacements: dict[str, str]) -> str:
+    """What every text in the output goes through: plain quotes, no forbidden characters."""
+    for old, new in replacements.items():
+        if old in text:
+            text = text.replace(old, new)
+    return strip_control(text).strip()

@@ -1,0 +1,227 @@
+"""From a record to invoice lines and totals: VAT split, pro rata allocation, totals check.
+
+The rules (shared/spec/bookkeeping.md): charged amounts are the truth and are only
+split, never re-priced (2.5); VAT is derived from the charged side (2.4); charges follow
+the goods' VAT, split pro rata over the rate groups (3.1, 3.2); order-level discounts
+are split over goods and charges, one negative line per rate (4.2); VAT is rounded per
+line or per rate total as the mapping declares (2.3); the lines must add up to what the
+customer paid, a difference within tolerance becoming an explicit rounding line (6.2),
+beyond it the order is quarantined (6.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from . import money
+from .errors import OrderError
+from .expressions import EvaluationError
+from .money import ZERO
+
+
+@dataclass(slots=True)
+class Line:
+    kind: str  # row | charge | discount | rounding
+    description: str
+    article_code: str
+    quantity: Decimal
+    rate: Decimal
+    excl: Decimal = ZERO
+    vat: Decimal = ZERO
+    incl: Decimal = ZERO
+    vat_class: str = ""
+
+    @property
+    def unit_price_excl(self) -> Decimal:
+        if self.quantity == 0:
+            return self.excl
+        return money.round_to(self.excl / self.quantity, 4)
+
+    def __getitem__(self, key: str) -> Any:  # templates reach fields as line.excl or line['excl']
+        return getattr(self, key)
+
+
+@dataclass(slots=True)
+class Invoice:
+    description: str
+    date: str
+    payment_code: str
+    currency: str
+    lines: list[Line]
+    total_excl: Decimal
+    total_vat: Decimal
+    total_incl: Decimal
+    flags: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def _eval(expr, ctx, what: str):
+    try:
+        return expr(ctx)
+    except EvaluationError as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
+def _amount(expr, ctx, what: str) -> Decimal:
+    value = _eval(expr, ctx, what)
+    try:
+        return money.to_decimal(value, what)
+    except (TypeError, ValueError) as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
+def _text(tmpl, ctx, what: str) -> str:
+    if tmpl is None:
+        return ""
+    try:
+        return tmpl(ctx)
+    except EvaluationError as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
+def _euro(value: Decimal) -> str:
+    return f"€{money.plain(value)}"
+
+
+def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Invoice:
+    """Compute the invoice for one record. ``vat_classes(rate, date) -> (class, flag)``."""
+    include = bool(_eval(spec["prices_include_vat"], ctx, "invoice.prices_include_vat"))
+    date = _text(spec["date"], ctx, "invoice.date")
+    rows_spec = spec["lines"]
+    items = _eval(rows_spec["each"], ctx, "invoice.lines.each")
+    if not items:
+        raise OrderError("the order has no rows (invoice.lines.each is empty)", field="invoice.lines.each")
+    name = rows_spec["as"]
+    basis_incl = spec["allocation_basis"] == "incl"
+
+    def to_basis(amount: Decimal, rate: Decimal) -> Decimal:
+        if include == basis_incl:
+            return amount
+        if include:  # charged incl, weigh excl
+            return amount - money.vat_from_incl(amount, rate)
+        return amount + money.vat_from_excl(amount, rate)
+
+    lines: list[Line] = []
+    weights: dict[Decimal, Decimal] = {}
+    row_ctx = dict(ctx)
+    for item in items:
+        row_ctx[name] = item
+        amount = money.round_cents(_amount(rows_spec["amount"], row_ctx, "invoice.lines.amount"))
+        rate = _amount(rows_spec["rate"], row_ctx, "invoice.lines.rate")
+        line = Line("row", _text(rows_spec["description"], row_ctx, "invoice.lines.description"),
+                    _text(rows_spec["article_code"], row_ctx, "invoice.lines.article_code"),
+                    _amount(rows_spec["quantity"], row_ctx, "invoice.lines.quantity"), rate)
+        line.incl = amount  # the charged amount, on whichever side; settled in _settle_vat
+        lines.append(line)
+        weights[rate] = weights.get(rate, ZERO) + to_basis(amount, rate)
+
+    # Charges follow the goods: split pro rata over the goods' rate groups.
+    rates = sorted(weights, reverse=True)
+    for i, term in enumerate(spec["charges"]):
+        amount = money.round_cents(_amount(term.amount, ctx, f"invoice.charges[{i}].amount"))
+        if amount == 0:
+            continue
+        label = _text(term.label, ctx, f"invoice.charges[{i}].label")
+        parts = money.allocate(amount, [weights[r] for r in rates], rates)
+        for rate, part in zip(rates, parts):
+            if part != 0:
+                line = Line("charge", label, "", Decimal(1), rate)
+                line.incl = part
+                lines.append(line)
+    # Discounts: split over goods and charges, one negative line per rate.
+    for i, term in enumerate(spec["discounts"]):
+        amount = money.round_cents(_amount(term.amount, ctx, f"invoice.discounts[{i}].amount"))
+        if amount == 0:
+            continue
+        label = _text(term.label, ctx, f"invoice.discounts[{i}].label")
+        base = _goods_weights(lines, to_basis, kinds=("row", "charge"))
+        parts = money.allocate(amount, [base.get(r, ZERO) for r in rates], rates)
+        for rate, part in zip(rates, parts):
+            if part != 0:
+                line = Line("discount", label, "", Decimal(1), rate)
+                line.incl = ZERO - part
+                lines.append(line)
+
+    _settle_vat(lines, include, spec["vat_rounding"])
+    total_excl = sum((l.excl for l in lines), ZERO)
+    total_vat = sum((l.vat for l in lines), ZERO)
+    total_incl = sum((l.incl for l in lines), ZERO)
+
+    charged = money.round_cents(_amount(spec["total"], ctx, "invoice.total"))
+    diff = charged - total_incl
+    flags: list[str] = []
+    if diff != 0:
+        tolerance = spec["tolerance"]
+        if abs(diff) > tolerance or spec["rounding_line"] is None:
+            raise OrderError(f"lines {_euro(total_incl)}, charged {_euro(charged)}, difference {_euro(abs(diff))} "
+                             f"exceeds tolerance {_euro(tolerance)}", field="invoice.total")
+        rl = spec["rounding_line"]
+        line = Line("rounding", _text(rl["label"], ctx, "invoice.rounding_line.label"), "", Decimal(1),
+                    rl["rate"], excl=diff, vat=ZERO, incl=diff, vat_class=rl["vat_class"])
+        lines.append(line)
+        total_excl += diff
+        total_incl += diff
+
+    for line in lines:
+        if line.kind != "rounding":
+            line.vat_class, flag = vat_classes(line.rate, date)
+            if flag and flag not in flags:
+                flags.append(flag)
+
+    if spec["reported_vat"] is not None:
+        shop_vat = money.round_cents(_amount(spec["reported_vat"], ctx, "invoice.reported_vat"))
+        if shop_vat != total_vat:
+            flags.append(f"booked VAT {_euro(total_vat)} differs from the shop's {_euro(shop_vat)} "
+                         f"(reported, not quarantined)")
+
+    return Invoice(
+        description=_text(spec["description"], ctx, "invoice.description"),
+        date=date,
+        payment_code=_text(spec["payment_code"], ctx, "invoice.payment_code"),
+        currency=str(_eval(spec["currency"], ctx, "invoice.currency")) if spec["currency"] is not None else "EUR",
+        lines=lines, total_excl=total_excl, total_vat=total_vat, total_incl=total_incl, flags=flags,
+    )
+
+
+def _goods_weights(lines: list[Line], to_basis, kinds=("row",)) -> dict[Decimal, Decimal]:
+    out: dict[Decimal, Decimal] = {}
+    for l in lines:
+        if l.kind in kinds:
+            out[l.rate] = out.get(l.rate, ZERO) + to_basis(l.incl, l.rate)
+    return out
+
+
+def _settle_vat(lines: list[Line], include: bool, rounding: str) -> None:
+    """Turn each line's charged amount (kept in ``incl``) into excl, VAT and incl."""
+    for l in lines:
+        charged = l.incl
+        if include:
+            l.vat = money.vat_from_incl(charged, l.rate)
+            l.excl = charged - l.vat
+        else:
+            l.excl = charged
+            l.vat = money.vat_from_excl(charged, l.rate)
+            l.incl = charged + l.vat
+    if rounding != "per_rate":
+        return
+    groups: dict[Decimal, list[Line]] = {}
+    for l in lines:
+        groups.setdefault(l.rate, []).append(l)
+    for rate, group in groups.items():
+        if include:
+            want = money.vat_from_incl(sum((l.incl for l in group), ZERO), rate)
+        else:
+            want = money.vat_from_excl(sum((l.excl for l in group), ZERO), rate)
+        diff = want - sum((l.vat for l in group), ZERO)
+        if diff:
+            # The per-rate difference (a cent or two) goes on the group's largest line.
+            big = max(group, key=lambda l: (abs(l.incl), l.kind == "row"))
+            big.vat += diff
+            if include:
+                big.excl -= diff
+            else:
+                big.incl += diff

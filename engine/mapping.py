@@ -1,0 +1,307 @@
+"""Loading a mapping: YAML with positions -> schema check -> compiled, ready to run.
+
+Every expression and template is compiled here, so a typo fails ``mapper validate``
+with its line, not the nightly run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Mapping
+
+from lxml import etree
+
+from . import schema_check
+from .errors import MappingError, MappingErrors
+from .expressions import Expression, Template, compile_expression, compile_template
+from .filters import DEFAULT_REPLACEMENTS
+from .resources import resolve_mapping, resolve_relative, schemas_dir
+from .yamlpos import Located, load_yaml
+
+
+@dataclass
+class Element:
+    """One declared XML element, compiled."""
+
+    name: str
+    attributes: list[tuple[str, Template]]
+    text: Template | None
+    children: list["Element"]
+    for_each: Expression | None = None
+    item_name: str = "item"
+    when: Expression | None = None
+    bindings: list[tuple[str, Expression]] = field(default_factory=list)
+    optional: bool = False
+    records: bool = False
+    path: str = ""  # where it is declared, for error messages
+
+
+@dataclass
+class Term:
+    label: Template
+    amount: Expression
+
+
+@dataclass
+class VatRule:
+    rate: Decimal
+    vat_class: str
+    valid_from: str | None
+    valid_until: str | None
+    when: Expression | None
+    flag: Template | None
+
+
+@dataclass
+class Check:
+    name: str
+    when: Expression | None
+    expect: Expression
+    message: Template
+
+
+@dataclass
+class Flag:
+    when: Expression
+    message: Template
+
+
+@dataclass
+class Column:
+    title: str
+    text: Template | None
+    amount: Expression | None
+
+
+@dataclass
+class Mapping_:
+    """A compiled mapping. Field names follow the YAML keys."""
+
+    file: Path
+    name: str
+    raw: dict[str, Any]
+    located: Located
+    record_id: Expression
+    record_number: Expression
+    record_created: Expression
+    look_back_days: int
+    where: list[Expression]
+    let: list[tuple[str, Expression]]
+    customer_key: Expression
+    customer_number: Expression
+    customer_fallback: Expression | None
+    customer_without_key: Template | None  # None = quarantine
+    customer_name: Template
+    invoice: dict[str, Any]
+    vat_rules: list[VatRule]
+    checks: list[Check]
+    flags: list[Flag]
+    tables: dict[str, Any]
+    document: Element
+    record_element: Element
+    xsd_path: Path | None
+    per_file: int
+    replacements: dict[str, str]
+    columns: list[Column]
+    sink: dict[str, Any] | None
+
+    def source_config(self) -> dict[str, Any]:
+        """The source section, raising now for any ${VAR} it needs that is not set."""
+        missing = [e for p, e in self.located.missing_env.items() if p[:1] == ("source",)]
+        if len(missing) == 1:
+            raise missing[0]
+        if missing:
+            raise MappingErrors(missing)
+        return self.raw.get("source") or {}
+
+
+class _Compiler:
+    def __init__(self, located: Located):
+        self.located = located
+        self.errors: list[MappingError] = []
+
+    def _pos(self, path):
+        return self.located.where(path)
+
+    def expr(self, path, value=None) -> Expression | None:
+        value = self._get(path) if value is None else value
+        if value is None:
+            return None
+        line, col = self._pos(path)
+        try:
+            return compile_expression(value, file=self.located.file, line=line, column=col, field=_dotted(path))
+        except MappingError as exc:
+            self.errors.append(exc)
+            return None
+
+    def tmpl(self, path, value=None) -> Template | None:
+        value = self._get(path) if value is None else value
+        if value is None:
+            return None
+        line, col = self._pos(path)
+        try:
+            return compile_template(value, file=self.located.file, line=line, column=col, field=_dotted(path))
+        except MappingError as exc:
+            self.errors.append(exc)
+            return None
+
+    def _get(self, path):
+        node: Any = self.located.data
+        for p in path:
+            if isinstance(node, dict):
+                node = node.get(p)
+            elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+                node = node[p]
+            else:
+                return None
+            if node is None:
+                return None
+        return node
+
+    def element(self, path, *, in_document: bool) -> Element:
+        spec = self._get(path)
+        children = [self.element(path + ("children", i), in_document=in_document)
+                    for i in range(len(spec.get("children") or []))]
+        el = Element(
+            name=spec["element"],
+            attributes=[(k, self.tmpl(path + ("attributes", k))) for k in (spec.get("attributes") or {})],
+            text=self.tmpl(path + ("text",)),
+            children=children,
+            for_each=self.expr(path + ("for_each",)),
+            item_name=spec.get("as", "item"),
+            when=self.expr(path + ("when",)),
+            bindings=[(k, self.expr(path + ("with", k))) for k in (spec.get("with") or {})],
+            optional=bool(spec.get("optional")),
+            records=bool(spec.get("records")),
+            path=_dotted(path),
+        )
+        if el.records and not in_document:
+            self.errors.append(self.located.error(path + ("records",), "records: true belongs in output.document, not in output.record"))
+        if el.text is not None and el.children:
+            self.errors.append(self.located.error(path, f"element {el.name} has both text and children", "use one of them"))
+        try:
+            etree.Element(el.name)
+        except ValueError:
+            self.errors.append(self.located.error(path + ("element",), f"'{el.name}' is not a valid XML element name"))
+        return el
+
+
+def _dotted(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _count_records(el: Element) -> int:
+    return int(el.records) + sum(_count_records(c) for c in el.children)
+
+
+def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> Mapping_:
+    """Load, validate and compile a mapping; raises MappingError(s) with FILE:LINE:COL."""
+    file = resolve_mapping(path)
+    shown = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError(f"mapping file not found: {shown}",
+                           hint="give the path to a .yaml mapping, e.g. mappings/ccvshop_asperion.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"cannot read the mapping file {shown}: {exc}") from None
+    located = load_yaml(text, shown, os.environ if environ is None else environ)
+    if not isinstance(located.data, dict):
+        raise MappingError("a mapping must be a set of keys (version, name, record, …)", file=shown, line=1, column=1)
+    errors = schema_check.check(located)
+    if errors:
+        raise errors[0] if len(errors) == 1 else MappingErrors(errors)
+    env_errors = [e for p, e in located.missing_env.items() if p[:1] not in (("source",), ("sink",))]
+    if env_errors:
+        raise env_errors[0] if len(env_errors) == 1 else MappingErrors(env_errors)
+
+    c = _Compiler(located)
+    d = located.data
+    inv = d["invoice"]
+    lines = inv["lines"]
+    invoice = {
+        "description": c.tmpl(("invoice", "description")),
+        "date": c.tmpl(("invoice", "date")),
+        "payment_code": c.tmpl(("invoice", "payment_code")),
+        "currency": c.expr(("invoice", "currency")),
+        "prices_include_vat": c.expr(("invoice", "prices_include_vat")),
+        "lines": {
+            "each": c.expr(("invoice", "lines", "each")),
+            "as": lines.get("as", "row"),
+            "description": c.tmpl(("invoice", "lines", "description")),
+            "article_code": c.tmpl(("invoice", "lines", "article_code")),
+            "quantity": c.expr(("invoice", "lines", "quantity")),
+            "amount": c.expr(("invoice", "lines", "amount")),
+            "rate": c.expr(("invoice", "lines", "rate")),
+        },
+        "charges": [Term(c.tmpl(("invoice", "charges", i, "label")), c.expr(("invoice", "charges", i, "amount")))
+                    for i in range(len(inv.get("charges") or []))],
+        "discounts": [Term(c.tmpl(("invoice", "discounts", i, "label")), c.expr(("invoice", "discounts", i, "amount")))
+                      for i in range(len(inv.get("discounts") or []))],
+        "allocation_basis": inv.get("allocation_basis", "incl"),
+        "vat_rounding": inv.get("vat_rounding", "per_line"),
+        "total": c.expr(("invoice", "total")),
+        "tolerance": Decimal(str(inv.get("tolerance", "0"))),
+        "rounding_line": None,
+        "reported_vat": c.expr(("invoice", "reported_vat")),
+    }
+    if inv.get("rounding_line"):
+        rl = inv["rounding_line"]
+        invoice["rounding_line"] = {"label": c.tmpl(("invoice", "rounding_line", "label")),
+                                    "rate": Decimal(str(rl.get("rate", 0))), "vat_class": rl["vat_class"]}
+    elif invoice["tolerance"] > 0:
+        c.errors.append(located.error(("invoice", "tolerance"), "a tolerance needs invoice.rounding_line",
+                                      "declare rounding_line: {label: Afrondingsverschil, vat_class: Nul}"))
+
+    vat_rules = []
+    for i, rule in enumerate((d.get("vat") or {}).get("classes") or []):
+        vat_rules.append(VatRule(Decimal(str(rule["rate"])), rule["class"], rule.get("from"), rule.get("until"),
+                                 c.expr(("vat", "classes", i, "when")), c.tmpl(("vat", "classes", i, "flag"))))
+    checks = [Check(ch["name"], c.expr(("checks", i, "when")), c.expr(("checks", i, "expect")),
+                    c.tmpl(("checks", i, "message"))) for i, ch in enumerate(d.get("checks") or [])]
+    flags = [Flag(c.expr(("flags", i, "when")), c.tmpl(("flags", i, "message")))
+             for i, _ in enumerate(d.get("flags") or [])]
+    cust = d["customer"]
+    without = cust.get("without_key", "quarantine")
+    output = d["output"]
+    document = c.element(("output", "document"), in_document=True)
+    record_element = c.element(("output", "record"), in_document=False)
+    if _count_records(document) != 1:
+        c.errors.append(located.error(("output", "document"),
+                                      "output.document needs exactly one element with records: true",
+                                      "mark the element the records go into, e.g. {element: Orders, records: true}"))
+    xsd_path = None
+    if output.get("xsd"):
+        xsd_path = resolve_relative(file, output["xsd"], schemas_dir())
+        if not xsd_path.exists():
+            c.errors.append(located.error(("output", "xsd"), f"XSD file not found: {output['xsd']}",
+                                          f"looked for {xsd_path}"))
+    columns = [Column(col["title"], c.tmpl(("preview", "columns", i, "text")), c.expr(("preview", "columns", i, "amount")))
+               for i, col in enumerate((d.get("preview") or {}).get("columns") or [])]
+    let = [(k, c.expr(("let", k))) for k in (d.get("let") or {})]
+    mapping = Mapping_(
+        file=file, name=d["name"], raw=d, located=located,
+        record_id=c.expr(("record", "id")), record_number=c.expr(("record", "number")),
+        record_created=c.expr(("record", "created")),
+        look_back_days=(d.get("intake") or {}).get("look_back_days", 90),
+        where=[c.expr(("where", i)) for i in range(len(d["where"]))],
+        let=let,
+        customer_key=c.expr(("customer", "key")), customer_number=c.expr(("customer", "number")),
+        customer_fallback=c.expr(("customer", "fallback_number")),
+        customer_without_key=None if without == "quarantine" else c.tmpl(("customer", "without_key", "number")),
+        customer_name=c.tmpl(("customer", "name")),
+        invoice=invoice, vat_rules=vat_rules, checks=checks, flags=flags,
+        tables=d.get("tables") or {}, document=document, record_element=record_element,
+        xsd_path=xsd_path, per_file=output.get("per_file", 500),
+        replacements=output.get("replace") or DEFAULT_REPLACEMENTS,
+        columns=columns, sink=d.get("sink"),
+    )
+    if c.errors:
+        raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)
+    return mapping

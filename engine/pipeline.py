@@ -1,0 +1,180 @@
+"""How a record travels: filter -> check -> invoice -> match -> render -> validate.
+
+:class:`Converter` does this for one record and says what became of it. It never
+raises for a bad record: the record is quarantined with a reason a bookkeeper can act
+on (which order, which field, what was expected), and the batch goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from lxml import etree
+
+from .customers import DebtorMatcher, InFileMatcher
+from .document import Validator
+from .errors import OrderError
+from .expressions import EvaluationError
+from .invoice import Invoice, build_invoice
+from .mapping import Mapping_
+from .render import render
+from .sources.fixtures import BrokenRecord
+
+
+@dataclass
+class Converted:
+    shop_id: str
+    number: str
+    created: str
+    invoice: Invoice
+    element: etree._Element
+    preview: list[Any]
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Quarantined:
+    shop_id: str
+    number: str
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class Excluded:
+    shop_id: str
+    number: str
+    condition: str  # the where-expression that was false
+
+
+Outcome = Converted | Quarantined | Excluded
+
+
+class Converter:
+    def __init__(self, mapping: Mapping_, matcher: DebtorMatcher | None = None,
+                 validator: Validator | None = None):
+        self.mapping = mapping
+        self.matcher = matcher or InFileMatcher()
+        self.validator = validator or Validator(mapping.xsd_path)
+        self._vat_cache: dict[tuple, tuple[str, str | None]] = {}
+
+    def convert(self, record: dict | BrokenRecord) -> Outcome:
+        if isinstance(record, BrokenRecord):
+            return Quarantined(record.source_name, record.source_name, record.reason)
+        m = self.mapping
+        ctx: dict[str, Any] = {"record": record, "tables": m.tables}
+        try:
+            shop_id = str(m.record_id(ctx))
+        except EvaluationError as exc:
+            return Quarantined("?", "?", f"record.id: {exc}", "record.id")
+        try:
+            number = str(m.record_number(ctx))
+        except EvaluationError:
+            number = shop_id
+        try:
+            return self._convert(record, ctx, shop_id, number)
+        except OrderError as exc:
+            return Quarantined(shop_id, number, exc.reason, exc.field)
+        except EvaluationError as exc:  # pragma: no cover - every stage wraps its own
+            return Quarantined(shop_id, number, str(exc))
+
+    def _eval(self, expr, ctx, what: str):
+        try:
+            return expr(ctx)
+        except EvaluationError as exc:
+            raise OrderError(f"{what}: {exc}", field=what) from None
+
+    def _convert(self, record, ctx, shop_id: str, number: str) -> Outcome:
+        m = self.mapping
+        for i, cond in enumerate(m.where):
+            if not self._eval(cond, ctx, f"where[{i}]"):
+                return Excluded(shop_id, number, cond.source)
+        for name, expr in m.let:
+            ctx[name] = self._eval(expr, ctx, f"let.{name}")
+        for check in m.checks:
+            if check.when is not None and not self._eval(check.when, ctx, f"checks '{check.name}' when"):
+                continue
+            if not self._eval(check.expect, ctx, f"checks '{check.name}'"):
+                raise OrderError(self._text(check.message, ctx, f"checks '{check.name}' message"),
+                                 field=f"checks '{check.name}'")
+        flags: list[str] = []
+        for i, flag in enumerate(m.flags):
+            if self._eval(flag.when, ctx, f"flags[{i}].when"):
+                flags.append(self._text(flag.message, ctx, f"flags[{i}].message"))
+
+        key = self._eval(m.customer_key, ctx, "customer.key")
+        key = "" if key is None else str(key)
+        name = self._text(m.customer_name, ctx, "customer.name")
+        if key:
+            proposed = self._eval(m.customer_number, ctx, "customer.number")
+            if proposed in (None, "") and m.customer_fallback is not None:
+                proposed = self._eval(m.customer_fallback, ctx, "customer.fallback_number")
+            if proposed in (None, ""):
+                raise OrderError("no debtor number: customer.number and customer.fallback_number are empty",
+                                 field="customer.number")
+            match = self.matcher.match(key, str(proposed), name)
+            debtor = match.number
+            flags.extend(match.flags)
+        elif m.customer_without_key is not None:
+            debtor = self._text(m.customer_without_key, ctx, "customer.without_key.number")
+        else:
+            raise OrderError("the customer has no e-mail address (customer.key is empty), so no debtor can be "
+                             "matched; add the e-mail in the shop, or declare customer.without_key",
+                             field="customer.key")
+        ctx["customer"] = {"key": key, "number": debtor, "name": name}
+
+        invoice = build_invoice(m.invoice, ctx, lambda rate, day: self._vat_class(rate, day, ctx))
+        flags.extend(invoice.flags)
+        ctx["invoice"] = invoice
+
+        element = render(m.record_element, ctx, m.replacements)[0]
+        self.validator.check(element)
+        created = self._eval(m.record_created, ctx, "record.created")
+        preview = []
+        for col in m.columns:
+            if col.amount is not None:
+                preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
+            else:
+                preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
+        return Converted(shop_id, number, str(created), invoice, element, preview, flags)
+
+    @staticmethod
+    def _text(tmpl, ctx, what: str) -> str:
+        if tmpl is None:
+            return ""
+        try:
+            return tmpl(ctx)
+        except EvaluationError as exc:
+            raise OrderError(f"{what}: {exc}", field=what) from None
+
+    def _vat_class(self, rate: Decimal, day: str, ctx) -> tuple[str, str | None]:
+        for i, rule in enumerate(self.mapping.vat_rules):
+            if rule.rate != rate:
+                continue
+            if rule.valid_from and day < rule.valid_from:
+                continue
+            if rule.valid_until and day > rule.valid_until:
+                continue
+            if rule.when is not None and not self._eval(rule.when, ctx, f"vat.classes[{i}].when"):
+                continue
+            flag = self._text(rule.flag, ctx, f"vat.classes[{i}].flag") if rule.flag is not None else None
+            return rule.vat_class, flag
+        country = ctx.get("country")
+        where = f" (country {country})" if country else ""
+        raise OrderError(f"VAT rate {rate:f}% on {day}{where} has no VAT class in vat.classes; "
+                         f"add a rule for it to the mapping or correct the order in the shop", field="vat.classes")
+
+
+def in_window(created: str, since: date | None, until: date | None) -> bool:
+    """Whether a record's creation timestamp (UTC) falls in [since, until], both inclusive."""
+    if since is None and until is None:
+        return True
+    day = str(created)[:10]
+    if since and day < since.isoformat():
+        return False
+    if until and day > until.isoformat():
+        return False
+    return True

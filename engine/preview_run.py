@@ -1,0 +1,75 @@
+"""dry-run: every stage but delivery; the document goes to a preview file or stdout.
+
+No state is written and no outbox is touched: there is no writer here to call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, BinaryIO, Iterable
+
+from .clock import now
+from .document import BatchInfo, DocumentBuilder, Validator
+from .mapping import Mapping_
+from .money import ZERO
+from .pipeline import Converted, Converter, Excluded, Quarantined, in_window
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    converted: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    flags: list[tuple[str, str]] = field(default_factory=list)  # (order number, message)
+    rows: list[list[Any]] = field(default_factory=list)  # preview rows, up to max_rows
+    totals: list[Decimal | None] = field(default_factory=list)
+    outside_window: int = 0
+
+
+def dry_run(mapping: Mapping_, records: Iterable[Any], out: BinaryIO | None, *,
+            since: date | None = None, until: date | None = None, max_rows: int = 500,
+            converter: Converter | None = None) -> Summary:
+    validator = Validator(mapping.xsd_path)
+    converter = converter or Converter(mapping, validator=validator)
+    builder = DocumentBuilder(mapping, validator)
+    s = Summary(totals=[ZERO if c.amount is not None else None for c in mapping.columns])
+    for record in records:
+        if since or until:
+            created = _created(mapping, record)
+            if created is not None and not in_window(created, since, until):
+                s.outside_window += 1
+                continue
+        s.seen += 1
+        outcome = converter.convert(record)
+        if isinstance(outcome, Excluded):
+            s.excluded[outcome.condition] = s.excluded.get(outcome.condition, 0) + 1
+        elif isinstance(outcome, Quarantined):
+            s.quarantined.append(outcome)
+        elif isinstance(outcome, Converted):
+            s.converted += 1
+            builder.add(outcome.element)
+            for i, v in enumerate(outcome.preview):
+                if s.totals[i] is not None:
+                    s.totals[i] += v
+            if len(s.rows) < max_rows:
+                s.rows.append(outcome.preview)
+            s.flags.extend((outcome.number, f) for f in outcome.flags)
+    if out is not None:
+        stamp = now()
+        batch = BatchInfo(id=f"{mapping.name}-preview-{stamp:%Y%m%dT%H%M%SZ}",
+                          created=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), date=stamp.strftime("%Y-%m-%d"),
+                          seq=1, count=builder.count)
+        builder.write(out, batch.as_context())
+    return s
+
+
+def _created(mapping: Mapping_, record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    try:
+        return str(mapping.record_created({"record": record, "tables": mapping.tables}))
+    except Exception:  # noqa: BLE001 - the converter reports it properly
+        return None

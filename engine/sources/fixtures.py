@@ -1,0 +1,50 @@
+"""The offline source: a directory with one JSON file per record.
+
+Each file holds a record exactly as the shop's API returns it, plus its expansions
+(for CCV: the order plus ``orderrows``). A file that cannot be read is not lost: it
+comes through as a :class:`BrokenRecord` and is quarantined under its file name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import SourceError
+
+
+@dataclass(frozen=True)
+class BrokenRecord:
+    """A record that could not be read; quarantined under ``source_name``."""
+
+    source_name: str
+    reason: str
+
+
+class FixtureSource:
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise SourceError(f"fixture directory not found: {directory}",)
+
+    def records(self) -> Iterator[dict | BrokenRecord]:
+        files = sorted(self.directory.glob("*.json"))
+        if not files:
+            raise SourceError(f"no .json files in {self.directory}")
+        for path in files:
+            try:
+                with path.open("rb") as f:
+                    data = json.load(f, parse_float=Decimal)
+            except json.JSONDecodeError as exc:
+                yield BrokenRecord(path.name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                yield BrokenRecord(path.name, f"{path}: cannot be read: {exc}")
+                continue
+            if not isinstance(data, dict):
+                yield BrokenRecord(path.name, f"{path}: holds {type(data).__name__}, not one record object")
+                continue
+            yield data
