@@ -217,7 +217,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     errors = schema_check.check(located)
     if errors:
         raise errors[0] if len(errors) == 1 else MappingErrors(errors)
-    env_errors = [e for p, e in located.missing_env.items() if p[:1] not in (("source",), ("sink",))]
+    env_errors = [e for p, e in located.missing_env.items() if p[:1] != ("source",)]
     if env_errors:
         raise env_errors[0] if len(env_errors) == 1 else MappingErrors(env_errors)
 

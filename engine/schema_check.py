@@ -39,6 +39,17 @@ def check(located: Located, schema_path: Path | None = None) -> list[MappingErro
     return sorted(unique, key=lambda e: (e.line or 0, e.column or 0))
 
 
+def _kinds(alternatives) -> list[str]:
+    """The 'kind' constants of oneOf alternatives, when every alternative has one."""
+    out = []
+    for alt in alternatives:
+        const = ((alt.get("properties") or {}).get("kind") or {}).get("const")
+        if const is None:
+            return []
+        out.append(const)
+    return out
+
+
 def _dotted(path) -> str:
     out = ""
     for p in path:
@@ -57,6 +68,15 @@ def _explain(err: ValidationError, located: Located) -> list[MappingError]:
     path = tuple(err.absolute_path)
     where = _dotted(path)
     v = err.validator
+    if v in ("oneOf", "anyOf") and isinstance(err.instance, dict) and _kinds(err.validator_value):
+        kinds = _kinds(err.validator_value)
+        kind = err.instance.get("kind")
+        if kind not in kinds:
+            return [located.error(path + ("kind",) if "kind" in err.instance else path,
+                                  f"{where}.kind: must be one of: {', '.join(kinds)}; got {_describe(kind, path + ('kind',), located)}")]
+        chosen = kinds.index(kind)
+        inner = [c for c in err.context if c.relative_schema_path and c.relative_schema_path[0] == chosen]
+        return [e for c in inner for e in _explain(c, located)]
     if v in ("oneOf", "anyOf") and err.context:
         # Prefer the alternative that matched the 'kind'/'const' discriminator, if any.
         best = jsonschema.exceptions.best_match(err.context)

@@ -36,10 +36,13 @@ class Located:
     #: ``${VAR}`` without default whose variable is unset: path -> error. The loader
     #: raises those outside the source at once, and the source's when it is used.
     missing_env: dict[Path, MappingError] = field(default_factory=dict)
+    collections: set[Path] = field(default_factory=set)
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column (1-based) of the value at ``path``, or of its nearest parent."""
-        table = self.keys if key and path in self.keys else self.values
+        # A whole mapping or list is best pointed at by its key ("document:").
+        key = key or (tuple(path) in self.collections)
+        table = self.keys if key and tuple(path) in self.keys else self.values
         p = tuple(path)
         while p and p not in table:
             p = p[:-1]
@@ -82,6 +85,8 @@ def load_yaml(text: str, file: str, environ: Mapping[str, str] | None = None) ->
 
     def build(node: yaml.Node, path: Path) -> Any:
         located.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            located.collections.add(path)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -102,7 +107,10 @@ def load_yaml(text: str, file: str, environ: Mapping[str, str] | None = None) ->
             return result
         if isinstance(node, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(node.value)]
-        value = constructor.construct_object(node, deep=True)
+        try:
+            value = constructor.construct_object(node, deep=True)
+        except ValueError:  # e.g. 2019-13-01 looks like a date but is none: keep the text
+            value = node.value
         if isinstance(value, (date, datetime)):
             value = value.isoformat()  # JSON Schema and the engine see text, as written
         if isinstance(value, str) and "${" in value:
