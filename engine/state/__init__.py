@@ -1,0 +1,50 @@
+"""The state store: what went where, what waits in quarantine, who is running.
+
+The engine uses only what this package exports; backends live behind :class:`StateStore`.
+
+    from engine.state import open_state, OrderRef
+    with open_state(path) as state, state.run_lock("ccvshop-asperion", wait_seconds=30):
+        state.create_batch(mapping, batch_id, file_name, [OrderRef("123", "10234", day)])
+        ...  # write the file, rename it into place
+        state.mark_delivered(batch_id, checksum, now)
+"""
+
+from engine.state.base import (
+    Batch,
+    BatchConflict,
+    BatchStateError,
+    EnabledState,
+    Hint,
+    LockBusy,
+    LockInfo,
+    OrderRef,
+    QuarantineEntry,
+    ReadOnlyStateError,
+    Run,
+    StateError,
+    StateStore,
+    StateVersionError,
+    UnknownBatch,
+    default_state_path,
+    open_state,
+)
+
+__all__ = [
+    "Batch",
+    "BatchConflict",
+    "BatchStateError",
+    "EnabledState",
+    "Hint",
+    "LockBusy",
+    "LockInfo",
+    "OrderRef",
+    "QuarantineEntry",
+    "ReadOnlyStateError",
+    "Run",
+    "StateError",
+    "StateStore",
+    "StateVersionError",
+    "UnknownBatch",
+    "default_state_path",
+    "open_state",
+]

@@ -1,0 +1,607 @@
+"""SQLite backend of the state store: one file, WAL mode, ``synchronous=FULL``.
+
+Write transactions are short and start with ``BEGIN IMMEDIATE`` (the write lock is taken up
+front, so two processes never both read-then-write the same rows); a ``busy_timeout`` makes a
+second writer wait instead of failing. The run lock is an ``fcntl.flock`` on a file beside the
+database (``<db>.<mapping-slug>.lock``): the kernel releases it when its holder dies, even on
+SIGKILL. (``flock`` is reliable on local file systems; do not put the state on NFS.)
+
+Read-only mode (dry-run) opens the file with ``mode=ro``. A missing file is an empty in-memory
+store (nothing is created). A file with an older schema is copied into memory and upgraded
+there, so a dry-run of a newer mapper works without touching the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from engine.state import migrations as _migrations
+from engine.state.base import (
+    Batch, BatchConflict, BatchStateError, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
+    QuarantineEntry, ReadOnlyStateError, Run, StateError, StateStore, StateVersionError,
+    UnknownBatch, check_counts, check_key_hash, check_mapping, clean_reason, shop_id_list,
+    utc_parse, utc_text,
+)
+
+__all__ = ["SQLiteStateStore", "lock_path_for"]
+
+#: ids per IN (...) clause; well under SQLite's historic 999-variable limit
+CHUNK = 500
+DEBTOR_SEQUENCE = "debtor_number"
+
+
+def _migration_list() -> tuple[_migrations.Migration, ...]:
+    return _migrations.load("sqlite")
+
+
+def latest_version() -> int:
+    return len(_migration_list())
+
+
+def _statements(sql: str) -> Iterator[str]:
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    rest = "\n".join(l for l in buf.splitlines() if not l.strip().startswith("--")).strip()
+    if rest:
+        raise StateError(f"incomplete SQL statement in a migration: {rest[:60]!r}")
+
+
+def _chunks(items: list[str], size: int = CHUNK) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def lock_path_for(db_path: Path, mapping: str) -> Path:
+    """``<db>.<mapping-slug>.lock``; a slug that had to change gets a short hash (no clashes)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", mapping).strip("-.") or "mapping"
+    if slug != mapping:
+        slug += "-" + hashlib.sha256(mapping.encode()).hexdigest()[:8]
+    return db_path.with_name(f"{db_path.name}.{slug[:80]}.lock")
+
+
+class SQLiteStateStore(StateStore):
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
+                 busy_timeout: float = 15.0, schema_version: int | None = None):
+        """``schema_version`` stops migrating at that version (for tests of upgrades)."""
+        self.path = Path(path).expanduser().absolute()
+        self.location = str(self.path)
+        self.readonly = readonly
+        self._busy_timeout = busy_timeout
+        self._mutex = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        target = latest_version() if schema_version is None else schema_version
+        if not 0 <= target <= latest_version():
+            raise ValueError(f"schema_version must be within 0..{latest_version()}")
+        try:
+            if readonly:
+                self._open_readonly(target)
+            else:
+                self._open_writable(target)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StateError(f"cannot open state database {self.location}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(target, timeout=self._busy_timeout, isolation_level=None,
+                               check_same_thread=False, uri=uri)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _open_writable(self, target: int) -> None:
+        if self.path.is_dir():
+            raise StateError(f"state path {self.location} is a directory, not a database file")
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:      # a new state file is private to its user; -wal/-shm inherit its mode
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        self._conn = self._connect(str(self.path))
+        self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._migrate(target)
+
+    def _open_readonly(self, target: int) -> None:
+        if not self.path.exists():
+            self._conn = self._connect(":memory:")
+            self._migrate(target)
+            return
+        if self.path.is_dir():
+            raise StateError(f"state path {self.location} is a directory, not a database file")
+        ro = self._connect(self.path.as_uri() + "?mode=ro", uri=True)
+        self._conn = ro
+        version = self._version()
+        self._check_not_newer(version)
+        if version >= target:
+            return
+        # Older schema: upgrade a private in-memory copy; the file is left as it is.
+        mem = self._connect(":memory:")
+        ro.backup(mem)
+        ro.close()
+        self._conn = mem
+        self._migrate(target)
+
+    def _version(self) -> int:
+        conn = self._conn
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "schema_version" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise StateError(f"{self.location} is a SQLite database but not a mapper state "
+                                 "database (no schema_version table)")
+            return 0
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def _check_not_newer(self, version: int) -> None:
+        if version > latest_version():
+            raise StateVersionError(version, latest_version(), self.location)
+
+    def _migrate(self, target: int) -> None:
+        """Apply missing migrations up to ``target``, each once, each in its own transaction."""
+        self._check_not_newer(self._version())
+        for mig in _migration_list():
+            if mig.version > target:
+                break
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._version()        # re-read under the write lock
+                self._check_not_newer(current)
+                if current >= mig.version:
+                    conn.execute("COMMIT")
+                    continue
+                for stmt in _statements(mig.sql):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_version (version, name, applied_at) "
+                             "VALUES (?, ?, ?)", (mig.version, mig.name, utc_text(None)))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        with self._mutex:
+            return self._version()
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStateStore {self.location}{' (read-only)' if self.readonly else ''}>"
+
+    # ------------------------------------------------------------------ transactions
+
+    def _writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyStateError(
+                f"the state store is open read-only (dry-run); refused to {what}")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError("the state store is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        self._writable(what)
+        with self._mutex:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for reads that take more than one statement."""
+        with self._mutex:
+            conn = self._db()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ runs
+
+    def begin_run(self, mapping: str, started_at: datetime, mode: str) -> int:
+        check_mapping(mapping)
+        with self._write("record a run") as db:
+            cur = db.execute("INSERT INTO runs (mapping, mode, started_at) VALUES (?, ?, ?)",
+                             (mapping, str(mode), utc_text(started_at)))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, outcome: str, counts: Mapping[str, int],
+                   report_path: str | None = None, finished_at: datetime | None = None) -> None:
+        counts_json = json.dumps(check_counts(counts), sort_keys=True)
+        with self._write("record a run") as db:
+            cur = db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, report_path = ? "
+                "WHERE id = ?",
+                (utc_text(finished_at), str(outcome), counts_json,
+                 None if report_path is None else os.fspath(report_path), int(run_id)))
+            if cur.rowcount != 1:
+                raise StateError(f"no run with id {run_id} in the state store")
+
+    def last_runs(self, mapping: str, limit: int = 10) -> list[Run]:
+        with self._mutex:
+            rows = self._db().execute(
+                "SELECT id, mapping, started_at, mode, finished_at, outcome, counts, report_path "
+                "FROM runs WHERE mapping = ? ORDER BY id DESC LIMIT ?",
+                (mapping, int(limit))).fetchall()
+        return [Run(id=r[0], mapping=r[1], started_at=utc_parse(r[2]), mode=r[3],
+                    finished_at=utc_parse(r[4]), outcome=r[5], counts=json.loads(r[6] or "{}"),
+                    report_path=r[7]) for r in rows]
+
+    # ------------------------------------------------------------------ batches
+
+    _BATCH_COLS = ("id, mapping, file_name, status, created_at, delivered_at, checksum, "
+                   "remote_id, run_id, discarded_at")
+
+    def _batches(self, db: sqlite3.Connection, where: str, params: tuple) -> list[Batch]:
+        rows = db.execute(f"SELECT {self._BATCH_COLS} FROM batches WHERE {where} "
+                          "ORDER BY created_at, id", params).fetchall()
+        out = []
+        for r in rows:
+            orders = tuple(
+                OrderRef(shop_id=o[0], number=o[1], order_date=o[2]) for o in db.execute(
+                    "SELECT shop_id, number, order_date FROM batch_orders WHERE batch_id = ? "
+                    "ORDER BY rowid", (r[0],)))
+            out.append(Batch(id=r[0], mapping=r[1], file_name=r[2], status=r[3],
+                             created_at=utc_parse(r[4]), orders=orders,
+                             delivered_at=utc_parse(r[5]), checksum=r[6], remote_id=r[7],
+                             run_id=r[8], discarded_at=utc_parse(r[9])))
+        return out
+
+    def _one_batch(self, db: sqlite3.Connection, batch_id: str) -> Batch:
+        found = self._batches(db, "id = ?", (batch_id,))
+        if not found:
+            raise UnknownBatch(batch_id)
+        return found[0]
+
+    def create_batch(self, mapping: str, batch_id: str, file_name: str,
+                     orders: Iterable[OrderRef], *, created_at: datetime | None = None,
+                     run_id: int | None = None) -> Batch:
+        check_mapping(mapping)
+        batch_id = str(batch_id)
+        refs = [o if isinstance(o, OrderRef) else OrderRef(*o) for o in orders]
+        ids = [o.shop_id for o in refs]
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise StateError(f"batch {batch_id!r} lists order(s) more than once: "
+                             f"{', '.join(twice[:5])}")
+        created = utc_text(created_at)
+        with self._write("record a batch") as db:
+            if db.execute("SELECT 1 FROM batches WHERE id = ?", (batch_id,)).fetchone():
+                raise BatchStateError(f"a batch with id {batch_id!r} already exists")
+            conflicts: dict[str, str] = {}
+            for part in _chunks(ids):
+                conflicts.update(db.execute(
+                    f"SELECT shop_id, batch_id FROM batch_orders WHERE mapping = ? AND live = 1 "
+                    f"AND shop_id IN ({_marks(len(part))})", (mapping, *part)).fetchall())
+            if conflicts:
+                raise BatchConflict(mapping, batch_id, conflicts)
+            db.execute("INSERT INTO batches (id, mapping, file_name, status, created_at, run_id) "
+                       "VALUES (?, ?, ?, 'pending', ?, ?)",
+                       (batch_id, mapping, str(file_name), created,
+                        None if run_id is None else int(run_id)))
+            try:
+                db.executemany(
+                    "INSERT INTO batch_orders (batch_id, mapping, shop_id, number, order_date, "
+                    "live) VALUES (?, ?, ?, ?, ?, 1)",
+                    [(batch_id, mapping, o.shop_id, o.number, o.order_date.isoformat())
+                     for o in refs])
+            except sqlite3.IntegrityError:     # the unique index: a race the check missed
+                raise BatchConflict(mapping, batch_id, {"?": "another batch"}) from None
+            return self._one_batch(db, batch_id)
+
+    def mark_delivered(self, batch_id: str, checksum: str, delivered_at: datetime,
+                       remote_id: str | None = None) -> Batch:
+        when = utc_text(delivered_at)
+        with self._write("mark a batch delivered") as db:
+            current = self._one_batch(db, str(batch_id))
+            if current.status == "delivered":
+                if current.checksum == checksum:
+                    return current
+                raise BatchStateError(
+                    f"batch {batch_id!r} was already delivered with another checksum "
+                    f"({current.checksum}, not {checksum})")
+            if current.status != "pending":
+                raise BatchStateError(f"batch {batch_id!r} is {current.status}; "
+                                      "only a pending batch can be marked delivered")
+            db.execute("UPDATE batches SET status = 'delivered', delivered_at = ?, checksum = ?, "
+                       "remote_id = ? WHERE id = ?", (when, str(checksum),
+                                                      remote_id, str(batch_id)))
+            return self._one_batch(db, str(batch_id))
+
+    def discard_batch(self, batch_id: str, at: datetime | None = None) -> Batch:
+        when = utc_text(at)
+        with self._write("discard a batch") as db:
+            current = self._one_batch(db, str(batch_id))
+            if current.status == "discarded":
+                return current
+            if current.status != "pending":
+                raise BatchStateError(f"batch {batch_id!r} is {current.status}; "
+                                      "only a pending batch can be discarded")
+            db.execute("UPDATE batches SET status = 'discarded', discarded_at = ? WHERE id = ?",
+                       (when, str(batch_id)))
+            db.execute("UPDATE batch_orders SET live = NULL WHERE batch_id = ?", (str(batch_id),))
+            return self._one_batch(db, str(batch_id))
+
+    def pending_batches(self, mapping: str) -> list[Batch]:
+        with self._read() as db:
+            return self._batches(db, "mapping = ? AND status = 'pending'", (mapping,))
+
+    def batch(self, batch_id: str) -> Batch | None:
+        with self._read() as db:
+            found = self._batches(db, "id = ?", (str(batch_id),))
+        return found[0] if found else None
+
+    def delivered(self, mapping: str, shop_ids: Iterable[str]) -> set[str]:
+        ids = shop_id_list(shop_ids)
+        out: set[str] = set()
+        with self._read() as db:
+            for part in _chunks(ids):
+                out.update(r[0] for r in db.execute(
+                    "SELECT o.shop_id FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
+                    "WHERE o.mapping = ? AND o.live = 1 AND b.status = 'delivered' "
+                    f"AND o.shop_id IN ({_marks(len(part))})", (mapping, *part)))
+        return out
+
+    def delivered_count(self, mapping: str, year: int) -> int:
+        start = f"{int(year):04d}-01-01T00:00:00"
+        end = f"{int(year) + 1:04d}-01-01T00:00:00"
+        with self._mutex:
+            row = self._db().execute(
+                "SELECT COUNT(*) FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
+                "WHERE b.mapping = ? AND b.status = 'delivered' AND o.live = 1 "
+                "AND b.delivered_at >= ? AND b.delivered_at < ?", (mapping, start, end)).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ quarantine
+
+    _Q_COLS = ("mapping, shop_id, number, reason, status, attempts, first_seen, last_seen, "
+               "dropped_at")
+
+    @staticmethod
+    def _q(r: tuple) -> QuarantineEntry:
+        return QuarantineEntry(mapping=r[0], shop_id=r[1], number=r[2], reason=r[3], status=r[4],
+                               attempts=r[5], first_seen=utc_parse(r[6]),
+                               last_seen=utc_parse(r[7]), dropped_at=utc_parse(r[8]))
+
+    def quarantine(self, mapping: str, shop_id: str, number: str | None, reason: str,
+                   seen_at: datetime) -> QuarantineEntry:
+        check_mapping(mapping)
+        sid = shop_id_list([shop_id])[0]
+        when = utc_text(seen_at)
+        with self._write("quarantine an order") as db:
+            db.execute(
+                "INSERT INTO quarantine (mapping, shop_id, number, reason, status, attempts, "
+                "first_seen, last_seen) VALUES (?, ?, ?, ?, 'open', 1, ?, ?) "
+                "ON CONFLICT (mapping, shop_id) DO UPDATE SET attempts = attempts + 1, "
+                "reason = excluded.reason, last_seen = excluded.last_seen, "
+                "number = COALESCE(excluded.number, number)",
+                (mapping, sid, None if number is None else str(number), clean_reason(reason),
+                 when, when))
+            return self._q(db.execute(f"SELECT {self._Q_COLS} FROM quarantine "
+                                      "WHERE mapping = ? AND shop_id = ?", (mapping, sid))
+                           .fetchone())
+
+    def release(self, mapping: str, shop_ids: Iterable[str]) -> int:
+        ids = shop_id_list(shop_ids)
+        removed = 0
+        with self._write("release quarantined orders") as db:
+            for part in _chunks(ids):
+                removed += db.execute(
+                    f"DELETE FROM quarantine WHERE mapping = ? AND shop_id IN "
+                    f"({_marks(len(part))})", (mapping, *part)).rowcount
+        return removed
+
+    def drop(self, mapping: str, shop_id: str, reason: str, at: datetime) -> None:
+        check_mapping(mapping)
+        sid = shop_id_list([shop_id])[0]
+        when = utc_text(at)
+        with self._write("drop an order") as db:
+            db.execute(
+                "INSERT INTO quarantine (mapping, shop_id, number, reason, status, attempts, "
+                "first_seen, last_seen, dropped_at) VALUES (?, ?, NULL, ?, 'dropped', 0, ?, ?, ?) "
+                "ON CONFLICT (mapping, shop_id) DO UPDATE SET status = 'dropped', "
+                "reason = excluded.reason, dropped_at = excluded.dropped_at",
+                (mapping, sid, clean_reason(reason), when, when, when))
+
+    def retry(self, mapping: str, shop_ids: Iterable[str]) -> int:
+        ids = shop_id_list(shop_ids)
+        changed = 0
+        with self._write("retry quarantined orders") as db:
+            for part in _chunks(ids):
+                changed += db.execute(
+                    "UPDATE quarantine SET status = 'open', dropped_at = NULL "
+                    f"WHERE mapping = ? AND status = 'dropped' AND shop_id IN "
+                    f"({_marks(len(part))})", (mapping, *part)).rowcount
+        return changed
+
+    def open_quarantine(self, mapping: str) -> list[QuarantineEntry]:
+        with self._mutex:
+            rows = self._db().execute(
+                f"SELECT {self._Q_COLS} FROM quarantine WHERE mapping = ? AND status = 'open' "
+                "ORDER BY first_seen, shop_id", (mapping,)).fetchall()
+        return [self._q(r) for r in rows]
+
+    def dropped(self, mapping: str) -> set[str]:
+        with self._mutex:
+            return {r[0] for r in self._db().execute(
+                "SELECT shop_id FROM quarantine WHERE mapping = ? AND status = 'dropped'",
+                (mapping,))}
+
+    # ------------------------------------------------------------------ webhook hints
+
+    def add_hint(self, mapping: str, shop_id: str, event: str, at: datetime) -> bool:
+        check_mapping(mapping)
+        sid = shop_id_list([shop_id])[0]
+        with self._write("record a webhook hint") as db:
+            return db.execute(
+                "INSERT INTO hints (mapping, shop_id, event, received_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (mapping, shop_id) DO NOTHING",
+                (mapping, sid, str(event)[:100], utc_text(at))).rowcount == 1
+
+    def hints(self, mapping: str) -> list[Hint]:
+        with self._mutex:
+            rows = self._db().execute(
+                "SELECT shop_id, event, received_at FROM hints WHERE mapping = ? "
+                "ORDER BY received_at, shop_id", (mapping,)).fetchall()
+        return [Hint(shop_id=r[0], event=r[1], received_at=utc_parse(r[2])) for r in rows]
+
+    def clear_hints(self, mapping: str, shop_ids: Iterable[str]) -> int:
+        ids = shop_id_list(shop_ids)
+        removed = 0
+        with self._write("clear webhook hints") as db:
+            for part in _chunks(ids):
+                removed += db.execute(
+                    f"DELETE FROM hints WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
+                    (mapping, *part)).rowcount
+        return removed
+
+    # ------------------------------------------------------------------ enable / disable
+
+    def set_enabled(self, mapping: str, enabled: bool, at: datetime,
+                    reason: str | None = None) -> None:
+        check_mapping(mapping)
+        with self._write("enable or disable a mapping") as db:
+            db.execute(
+                "INSERT INTO mapping_switch (mapping, enabled, changed_at, reason) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (mapping) DO UPDATE SET "
+                "enabled = excluded.enabled, changed_at = excluded.changed_at, "
+                "reason = excluded.reason",
+                (mapping, 1 if enabled else 0, utc_text(at),
+                 None if reason is None else clean_reason(reason)))
+
+    def enabled_state(self, mapping: str) -> EnabledState:
+        with self._mutex:
+            row = self._db().execute(
+                "SELECT enabled, changed_at, reason FROM mapping_switch WHERE mapping = ?",
+                (mapping,)).fetchone()
+        if row is None:
+            return EnabledState(enabled=True)
+        return EnabledState(enabled=bool(row[0]), changed_at=utc_parse(row[1]), reason=row[2])
+
+    # ------------------------------------------------------------------ debtor register
+
+    def debtor_lookup(self, mapping: str, key_hash: str) -> str | None:
+        check_key_hash(key_hash)
+        with self._mutex:
+            row = self._db().execute(
+                "SELECT debtor_number FROM debtors WHERE mapping = ? AND key_hash = ?",
+                (mapping, key_hash)).fetchone()
+        return None if row is None else row[0]
+
+    def debtor_remember(self, mapping: str, key_hash: str, debtor_number: str) -> str:
+        check_mapping(mapping)
+        check_key_hash(key_hash)
+        with self._write("remember a debtor") as db:
+            db.execute("INSERT INTO debtors (mapping, key_hash, debtor_number) VALUES (?, ?, ?) "
+                       "ON CONFLICT (mapping, key_hash) DO NOTHING",
+                       (mapping, key_hash, str(debtor_number)))
+            return db.execute("SELECT debtor_number FROM debtors WHERE mapping = ? "
+                              "AND key_hash = ?", (mapping, key_hash)).fetchone()[0]
+
+    def debtor_next_number(self, mapping: str, start: int) -> int:
+        check_mapping(mapping)
+        start = int(start)
+        with self._write("take a debtor number") as db:
+            row = db.execute("SELECT value FROM sequences WHERE mapping = ? AND name = ?",
+                             (mapping, DEBTOR_SEQUENCE)).fetchone()
+            number = start if row is None else max(start, row[0] + 1)
+            db.execute("INSERT INTO sequences (mapping, name, value) VALUES (?, ?, ?) "
+                       "ON CONFLICT (mapping, name) DO UPDATE SET value = excluded.value",
+                       (mapping, DEBTOR_SEQUENCE, number))
+            return number
+
+    # ------------------------------------------------------------------ run lock
+
+    def lock_path(self, mapping: str) -> Path:
+        return lock_path_for(self.path, check_mapping(mapping))
+
+    @staticmethod
+    def _read_holder(path: Path, mapping: str) -> LockInfo | None:
+        try:
+            data = json.loads(path.read_text("utf-8") or "null")
+            return LockInfo(mapping=mapping, pid=int(data["pid"]),
+                            started_at=utc_parse(data.get("started_at")), host=data.get("host"))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    @contextmanager
+    def run_lock(self, mapping: str, wait_seconds: float) -> Iterator[LockInfo]:
+        self._writable("take the run lock")
+        try:
+            import fcntl
+        except ImportError:       # pragma: no cover - Windows
+            raise StateError("the SQLite run lock needs fcntl (POSIX); "
+                             "this platform has none") from None
+        path = self.lock_path(mapping)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + max(0.0, float(wait_seconds))
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        holder = self._read_holder(path, mapping)
+                        raise LockBusy(mapping, float(wait_seconds), holder,
+                                       own=holder is not None and holder.pid == os.getpid()) \
+                            from None
+                    time.sleep(min(0.05, left))
+            info = LockInfo(mapping=mapping, pid=os.getpid(),
+                            started_at=datetime.now(timezone.utc), host=socket.gethostname())
+            payload = json.dumps({"pid": info.pid, "started_at": utc_text(info.started_at),
+                                  "host": info.host}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, payload, 0)
+            try:
+                yield info
+            finally:
+                os.ftruncate(fd, 0)          # while still held: no stale holder info
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
