@@ -32,6 +32,15 @@ class EvaluationError(Exception):
     """A template failed on one record; the pipeline names the field and order."""
 
 
+_NO_ATTR = re.compile(r"'[\w ]+ object' has no attribute '([^']+)'")
+
+
+def _undefined(exc: Exception, source: str) -> EvaluationError:
+    """Jinja's "'dict object' has no attribute 'email'" in words that name the field."""
+    message = _NO_ATTR.sub(lambda m: f"no field '{m.group(1)}'", str(exc))
+    return EvaluationError(f"{message} (in {source.strip()})")
+
+
 def _finalize(value: Any) -> Any:
     if value is None:
         return ""
@@ -111,7 +120,7 @@ class Expression:
             self.is_path = True
         else:
             compiled = ENV.compile_expression(source, undefined_to_none=False)
-            self._fn = _jinja_call(compiled._template)  # noqa: SLF001 - the stable way to reuse it
+            self._fn = _jinja_call(compiled._template, source)  # noqa: SLF001 - the stable way to reuse it
             self.is_path = False
 
     def __call__(self, context: Mapping[str, Any]) -> Any:
@@ -121,7 +130,7 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
-def _jinja_call(template: Any) -> Callable[[Mapping[str, Any]], Any]:
+def _jinja_call(template: Any, source: str) -> Callable[[Mapping[str, Any]], Any]:
     """Evaluate a compiled expression template, returning the value (not text)."""
     root = template.root_render_func
     new_context = template.new_context
@@ -132,14 +141,14 @@ def _jinja_call(template: Any) -> Callable[[Mapping[str, Any]], Any]:
             for _ in root(ctx):
                 pass
         except UndefinedError as exc:
-            raise EvaluationError(str(exc)) from None
+            raise _undefined(exc, source) from None
         except SecurityError as exc:
             raise EvaluationError(f"not allowed in a mapping: {exc}") from None
         except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
             raise EvaluationError(f"{type(exc).__name__}: {exc}") from None
         value = ctx.vars["result"]
         if isinstance(value, Undefined):
-            raise EvaluationError(f"{value._undefined_message}")  # noqa: SLF001 - Jinja's own wording
+            raise _undefined(value._undefined_message, source)  # noqa: SLF001 - Jinja's own wording
         return value
 
     return call
@@ -169,7 +178,7 @@ class Template:
             try:
                 return render(context)
             except UndefinedError as exc:
-                raise EvaluationError(str(exc)) from None
+                raise _undefined(exc, source) from None
             except SecurityError as exc:
                 raise EvaluationError(f"not allowed in a mapping: {exc}") from None
             except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
