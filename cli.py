@@ -52,36 +52,72 @@ def validate(mapping: Path = MappingArg) -> None:
 def dry_run(
     mapping: Path = MappingArg,
     fixtures: Optional[Path] = typer.Option(None, help="Read orders from this directory (one JSON file per order) instead of the shop."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="Run against the bundled demo shop on a loopback simulator (no credentials)."),
     since: Optional[str] = typer.Option(None, help="Only orders created on or after this date (YYYY-MM-DD, UTC)."),
     until: Optional[str] = typer.Option(None, help="Only orders created on or before this date (YYYY-MM-DD, UTC)."),
     out: Optional[str] = typer.Option(None, help="Write the XML here; '-' for stdout. Without it the XML is built and validated, not written."),
 ) -> None:
     """Preview: run every stage except delivery. Writes nothing but --out."""
     from engine.errors import MapperError
-    from engine.mapping import load_mapping
     from engine.preview_run import dry_run as run_preview
-    from engine.sources.fixtures import FixtureSource
+    from engine.sources.open import http_errors
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
     try:
-        m = load_mapping(mapping)
-        if fixtures is None:
-            typer.echo("error: no source: give --fixtures DIR (the live shop source comes with `mapper run`)", err=True)
-            raise typer.Exit(EXIT_CONFIG)
-        records = FixtureSource(fixtures).records()
-        if out == "-":
-            summary = run_preview(m, records, sys.stdout.buffer, since=since_d, until=until_d)
-            sys.stdout.buffer.flush()
-        elif out:
-            target = Path(out)
-            with _atomic(target) as f:
-                summary = run_preview(m, records, f, since=since_d, until=until_d)
-        else:
-            summary = run_preview(m, records, None, since=since_d, until=until_d)
+        with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
+            window = _window(m, since_d or default_since, until_d, fixtures is not None)
+            records = source.records(window)
+            if out == "-":
+                summary = run_preview(m, records, sys.stdout.buffer, since=since_d, until=until_d)
+                sys.stdout.buffer.flush()
+            elif out:
+                with _atomic(Path(out)) as f:
+                    summary = run_preview(m, records, f, since=since_d, until=until_d)
+            else:
+                summary = run_preview(m, records, None, since=since_d, until=until_d)
     except MapperError as exc:
         _fail(exc)
+    except http_errors() as exc:
+        _fail(exc)
     _report(m, summary, out, report)
+
+
+def _window(m, since: Optional[date], until: Optional[date], offline: bool) -> dict:
+    """The poll window for the shop's API: --since/--until, else the mapping's look-back."""
+    from datetime import timedelta
+    from engine.clock import now
+    if since is None and not offline:
+        since = now().date() - timedelta(days=m.look_back_days)
+    return {"start": since.isoformat() if since else "", "end": until.isoformat() if until else ""}
+
+
+def _mapping_and_source(mapping: Path, fixtures: Optional[Path], sandbox: bool):
+    """Load the mapping and open its source: fixtures, the sandbox simulator, or the shop."""
+    import contextlib
+    from engine.mapping import load_mapping
+    from engine.sources.open import open_source, sandbox_environment
+
+    @contextlib.contextmanager
+    def cm():
+        if sandbox and fixtures is not None:
+            typer.echo("error: --sandbox and --fixtures exclude each other", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        if not sandbox:
+            m = load_mapping(mapping)
+            yield m, open_source(m, fixtures), None
+            return
+        first = load_mapping(mapping)
+        with sandbox_environment(first.raw, str(mapping)) as env:
+            m = load_mapping(mapping, environ=env)
+            spec_since = (m.raw.get("sandbox") or {}).get("since")
+            source = open_source(m)
+            try:
+                yield m, source, date.fromisoformat(spec_since) if spec_since else None
+            finally:
+                source.close()
+
+    return cm()
 
 
 def _atomic(target: Path):

@@ -129,3 +129,18 @@ def test_installed_console_script_or_module_runs_validate():
     proc = subprocess.run(cmd + ["validate", "mappings/ccvshop_asperion.yaml"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
+
+
+def test_sandbox_runs_over_real_http_and_gives_the_golden_file(frozen_clock):
+    """The README's first command: the demo shop on a loopback simulator, no credentials."""
+    result = runner.invoke(cli.app, ["dry-run", str(MAPPING), "--sandbox", "--out", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == (GOLDEN / "ccvshop_asperion.xml").read_bytes()
+    # the unpaid order is filtered by the shop (is_paid=true), the cancelled one by the mapping
+    assert "1 not counted (1 failing 'record.status != 8')" in result.stderr
+
+
+def test_live_source_without_credentials_says_which_variable(tmp_path):
+    result = runner.invoke(cli.app, ["dry-run", str(MAPPING)])
+    assert result.exit_code == 2
+    assert "environment variable CCVSHOP_URL is not set" in result.output

@@ -30,7 +30,11 @@ class FixtureSource:
         if not self.directory.is_dir():
             raise SourceError(f"fixture directory not found: {directory}",)
 
-    def records(self) -> Iterator[dict | BrokenRecord]:
+    def close(self) -> None:
+        pass
+
+    def records(self, window: dict | None = None) -> Iterator[dict | BrokenRecord]:
+        """Every file's record; the window is applied by the pipeline, by creation date."""
         files = sorted(self.directory.glob("*.json"))
         if not files:
             raise SourceError(f"no .json files in {self.directory}")

@@ -1,0 +1,72 @@
+"""Choosing a mapping's source: the fixture directory, or the declared HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import MappingError, SourceError
+from ..expressions import EvaluationError, Template
+from .fixtures import FixtureSource
+
+
+@lru_cache(maxsize=256)
+def _template(source: str) -> Template:
+    return Template(source)
+
+
+def render(source: str, context: dict) -> str:
+    """Render a source template (path, parameter) for the HTTP source."""
+    try:
+        return _template(source)(context)
+    except EvaluationError as exc:
+        raise SourceError(f"source template {source!r}: {exc}") from None
+
+
+def http_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP layer's exceptions, to be reported as one clear sentence."""
+    from ..http.auth import AuthConfigError
+    from ..http.client import HttpConfigError, HttpError
+    from ..http.pagination import PaginationError
+    return (HttpError, HttpConfigError, PaginationError, AuthConfigError)
+
+
+def open_source(mapping, fixtures: str | Path | None = None):
+    """A source with ``records(window)`` and ``lookup(id)``."""
+    if fixtures is not None:
+        return FixtureSource(fixtures)
+    config = mapping.source_config()
+    if not config.get("http"):
+        raise MappingError("this mapping declares no source.http: give --fixtures DIR", file=str(mapping.file))
+    from .http import HttpSource
+    try:
+        return HttpSource(config, render)
+    except http_errors() as exc:
+        raise SourceError(f"cannot use the shop API: {exc}") from None
+    except ValueError as exc:
+        raise MappingError(f"source: {exc}", file=str(mapping.file)) from None
+
+
+@contextlib.contextmanager
+def sandbox_environment(raw_mapping: dict[str, Any], file: str) -> Iterator[dict[str, str]]:
+    """Start the simulator a mapping's ``sandbox`` declares; yield the environment to load it with."""
+    from ..resources import demo_fixtures_dir
+    spec = raw_mapping.get("sandbox")
+    if not spec:
+        raise MappingError("this mapping declares no sandbox", file=file,
+                           hint="add sandbox: {simulator: ccvshop, env: {...}} or use --fixtures DIR")
+    try:
+        from simulators import SANDBOXES
+    except ImportError:  # pragma: no cover - installed without the simulators
+        raise MappingError("the simulators are not installed, so --sandbox cannot run") from None
+    start = SANDBOXES.get(spec["simulator"])
+    if start is None:
+        raise MappingError(f"unknown sandbox simulator '{spec['simulator']}'", file=file,
+                           hint=f"one of: {', '.join(SANDBOXES)}")
+    with start(demo_fixtures_dir()) as values:
+        env = dict(os.environ)
+        env.update({k: str(v).format(**values) for k, v in (spec.get("env") or {}).items()})
+        yield env
