@@ -120,6 +120,270 @@ def _mapping_and_source(mapping: Path, fixtures: Optional[Path], sandbox: bool):
     return cm()
 
 
+StateOpt = typer.Option(None, "--state", help="State database (default: $MAPPER_STATE or ~/.local/share/mapper/state.sqlite).")
+
+
+def _open_store(state: Optional[str], readonly: bool = False):
+    from engine.state import open_state
+    return open_state(state or None, readonly=readonly)
+
+
+@app.command()
+def run(
+    mapping: Path = MappingArg,
+    fixtures: Optional[Path] = typer.Option(None, help="Read orders from this directory instead of the shop."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="Run against the bundled demo shop on a loopback simulator."),
+    since: Optional[str] = typer.Option(None, help="Back-fill: orders created on or after this date (YYYY-MM-DD)."),
+    until: Optional[str] = typer.Option(None, help="Back-fill: orders created on or before this date (YYYY-MM-DD)."),
+    outbox: Optional[Path] = typer.Option(None, help="Where the files go (default: $MAPPER_OUTBOX, else the mapping's sink)."),
+    state: Optional[str] = StateOpt,
+    wait: float = typer.Option(0.0, help="Seconds to wait for another run of this mapping to finish (then exit 4)."),
+    report: Optional[Path] = typer.Option(None, help="Write the JSON run report here (default: the mapping's sink.report)."),
+) -> None:
+    """Deliver paid orders to the outbox, each exactly once. Exit 3 when some were quarantined."""
+    import os
+    from engine.errors import MapperError
+    from engine.outbox import Outbox
+    from engine.runner import Runner
+    from engine.sources.open import http_errors
+    from engine.state import LockBusy
+
+    since_d, until_d = _day(since, "--since"), _day(until, "--until")
+    result = None
+    try:
+        with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
+            store = _open_store(state)
+            with store:
+                switch = store.enabled_state(m.name)
+                if not switch.enabled:
+                    why = f": {switch.reason}" if switch.reason else ""
+                    typer.echo(f"{m.name} is disabled{why} (since {switch.changed_at:%Y-%m-%d %H:%M} UTC); "
+                               f"nothing done. `mapper enable {mapping}` resumes it; its state is kept.")
+                    raise typer.Exit(EXIT_OK)
+                box = outbox or os.environ.get("MAPPER_OUTBOX") or ((m.sink or {}).get("directory") or {}).get("path") or "outbox"
+                plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+                progress = _progress() if sys.stderr.isatty() else None
+                with store.run_lock(m.name, wait):
+                    runner = Runner(m, source, store, Outbox(box), plan=plan, since=since_d or default_since,
+                                    until=until_d, progress=progress)
+                    try:
+                        result = runner.run()
+                    finally:
+                        if progress:
+                            sys.stderr.write("\n")
+                        _write_report(m, runner.result, report, box)
+    except LockBusy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BUSY) from None
+    except MapperError as exc:
+        _fail(exc)
+    except http_errors() as exc:
+        _fail(exc)
+    _run_summary(result, box)
+    raise typer.Exit(EXIT_QUARANTINE if result.counts["quarantined"] else EXIT_OK)
+
+
+def _progress():
+    def show(counts) -> None:
+        sys.stderr.write(f"\rfetched {counts['fetched']}  delivered {counts['delivered']}  "
+                         f"quarantined {counts['quarantined']}  already delivered {counts['already_delivered']}")
+        sys.stderr.flush()
+    return show
+
+
+def _write_report(m, result, report: Optional[Path], box) -> None:
+    """The run report: counts, files, quarantine reasons (order ids, never customer data)."""
+    import json
+    from engine.clock import now
+    from engine.expressions import Template
+    target = report
+    if target is None:
+        template = (m.sink or {}).get("report")
+        if not template:
+            return
+        stamp = now().strftime("%Y%m%dT%H%M%SZ")
+        target = Path(Template(template)({"run": {"id": result.run_id, "started": stamp}, "tables": m.tables}))
+    body = {
+        "mapping": m.name, "run_id": result.run_id, "outcome": result.outcome, "counts": result.counts,
+        "outbox": str(box), "files": result.files,
+        "quarantined": [{"order_id": q.shop_id, "number": q.number, "reason": q.reason} for q in result.quarantined],
+        "flags": [{"number": n, "flag": f} for n, f in result.flags],
+        "messages": result.messages,
+    }
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic(target) as f:
+            f.write(json.dumps(body, indent=2, ensure_ascii=False).encode("utf-8"))
+    except OSError as exc:
+        typer.echo(f"warning: could not write the run report {target}: {exc.strerror}", err=True)
+
+
+def _run_summary(result, box) -> None:
+    c = result.counts
+    typer.echo(f"delivered {c['delivered']} orders in {c['files']} file(s) to {box}"
+               + (f": {', '.join(result.files)}" if result.files else ""))
+    typer.echo(f"fetched {c['fetched']}, already delivered {c['already_delivered']}, not counted {c['excluded']}, "
+               f"quarantined {c['quarantined']}, held by plan {c['held_by_plan']}"
+               + (f", recovered {c['recovered']} file(s) of an interrupted run" if c["recovered"] else "")
+               + (f", redid {c['redone']} interrupted batch(es)" if c["redone"] else ""))
+    for q in result.quarantined:
+        typer.echo(f"  quarantined: order {q.number} (id {q.shop_id}): {q.reason}")
+    for number, flag in result.flags:
+        typer.echo(f"  flag: order {number}: {flag}")
+    for message in result.messages:
+        typer.echo(message)
+
+
+def _mapping_name(mapping: Path) -> str:
+    from engine.mapping import load_mapping
+    return load_mapping(mapping).name
+
+
+@app.command()
+def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Last runs with counts, open quarantine, plan usage, pending batches."""
+    import json
+    import os
+    from engine.clock import now
+    from engine.errors import MapperError
+    from engine.mapping import load_mapping
+    from engine.runner import plan_limit
+    try:
+        m = load_mapping(mapping)
+        with _open_store(state, readonly=True) as store:
+            plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+            year = now().year
+            data = {
+                "mapping": m.name,
+                "enabled": store.is_enabled(m.name),
+                "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
+                         "delivered": store.delivered_count(m.name, year)},
+                "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode, "outcome": r.outcome,
+                          "finished": r.finished_at.isoformat() if r.finished_at else None, "counts": r.counts}
+                         for r in store.last_runs(m.name, 10)],
+                "quarantine": [_q(q) for q in store.open_quarantine(m.name)],
+                "pending_batches": [{"id": b.id, "file": b.file_name, "orders": len(b.orders)}
+                                    for b in store.pending_batches(m.name)],
+            }
+    except MapperError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    p = data["plan"]
+    typer.echo(f"{m.name}: {'enabled' if data['enabled'] else 'DISABLED'}; plan {p['name']}: "
+               f"{p['delivered']} invoices in {p['year']}" + (f" of {p['limit']}" if p["limit"] else ""))
+    typer.echo("last runs:" if data["runs"] else "no runs yet")
+    for r in data["runs"]:
+        c = r["counts"]
+        typer.echo(f"  #{r['id']} {r['started'][:19]} {r['mode']:8} {r['outcome'] or 'running':11} "
+                   + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c.items() if v))
+    typer.echo(f"open quarantine: {len(data['quarantine'])}")
+    for q in data["quarantine"]:
+        typer.echo(f"  order {q['number']} (id {q['order_id']}), {q['attempts']} attempt(s): {q['reason']}")
+    for b in data["pending_batches"]:
+        typer.echo(f"pending batch {b['id']} ({b['orders']} orders, {b['file']}): finished by the next run")
+
+
+def _q(q) -> dict:
+    return {"order_id": q.shop_id, "number": q.number, "reason": q.reason, "attempts": q.attempts,
+            "status": q.status, "first_seen": q.first_seen.isoformat(), "last_seen": q.last_seen.isoformat()}
+
+
+quarantine_app = typer.Typer(help="Orders that could not be converted: list, retry, drop.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+def _resolve_orders(store, name: str, orders: list[str]) -> list[str]:
+    """Order ids from ids or order numbers as the user typed them."""
+    entries = store.open_quarantine(name)
+    by_number = {q.number: q.shop_id for q in entries}
+    return [by_number.get(o, o) for o in orders]
+
+
+@quarantine_app.command("list")
+def quarantine_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Open quarantine with reasons, attempts, first and last seen."""
+    import json
+    from engine.errors import MapperError
+    try:
+        name = _mapping_name(mapping)
+        with _open_store(state, readonly=True) as store:
+            entries = [_q(q) for q in store.open_quarantine(name)]
+    except MapperError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        typer.echo("quarantine is empty")
+    for q in entries:
+        typer.echo(f"order {q['number']} (id {q['order_id']}): {q['reason']} "
+                   f"[{q['attempts']} attempt(s), first {q['first_seen'][:10]}, last {q['last_seen'][:10]}]")
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., help="Order ids or numbers."),
+                     state: Optional[str] = StateOpt) -> None:
+    """Try these orders again in the next run (also dropped ones)."""
+    from engine.clock import now
+    from engine.errors import MapperError
+    try:
+        name = _mapping_name(mapping)
+        with _open_store(state) as store:
+            ids = _resolve_orders(store, name, orders)
+            store.retry(name, ids)
+            for shop_id in ids:
+                store.add_hint(name, shop_id, "retry", now())
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"{len(ids)} order(s) will be tried again by the next run")
+
+
+@quarantine_app.command("drop")
+def quarantine_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., help="Order ids or numbers."),
+                    reason: str = typer.Option(..., help="Why (recorded for the audit trail)."),
+                    state: Optional[str] = StateOpt) -> None:
+    """Stop trying these orders; the drop and its reason are recorded."""
+    from engine.clock import now
+    from engine.errors import MapperError
+    try:
+        name = _mapping_name(mapping)
+        with _open_store(state) as store:
+            ids = _resolve_orders(store, name, orders)
+            for shop_id in ids:
+                store.drop(name, shop_id, reason, now())
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"dropped {len(ids)} order(s): {reason}")
+
+
+def _switch(mapping: Path, state: Optional[str], enabled: bool, reason: Optional[str]) -> None:
+    from engine.clock import now
+    from engine.errors import MapperError
+    try:
+        name = _mapping_name(mapping)
+        with _open_store(state) as store:
+            store.set_enabled(name, enabled, now(), reason)
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"{name} {'enabled' if enabled else 'disabled: runs do nothing until `mapper enable`'}")
+
+
+@app.command()
+def disable(mapping: Path = MappingArg, reason: Optional[str] = typer.Option(None), state: Optional[str] = StateOpt) -> None:
+    """Stop the connector: runs exit 0 and do nothing; all state is kept."""
+    _switch(mapping, state, False, reason)
+
+
+@app.command()
+def enable(mapping: Path = MappingArg, state: Optional[str] = StateOpt) -> None:
+    """Resume a disabled connector."""
+    _switch(mapping, state, True, None)
+
+
 def _atomic(target: Path):
     """Write to a temporary file beside ``target`` and rename it into place on success."""
     import contextlib

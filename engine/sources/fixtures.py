@@ -25,8 +25,9 @@ class BrokenRecord:
 
 
 class FixtureSource:
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, id_of=None):
         self.directory = Path(directory)
+        self.id_of = id_of or (lambda record: str(record.get("id")))
         if not self.directory.is_dir():
             raise SourceError(f"fixture directory not found: {directory}",)
 
@@ -52,3 +53,14 @@ class FixtureSource:
                 yield BrokenRecord(path.name, f"{path}: holds {type(data).__name__}, not one record object")
                 continue
             yield data
+
+    def lookup(self, shop_id: str) -> dict | None:
+        """One record by id (webhook hints, quarantine retries): a scan, fine for fixtures."""
+        for record in self.records():
+            if isinstance(record, BrokenRecord):
+                if record.source_name == shop_id:
+                    return None
+                continue
+            if self.id_of(record) == str(shop_id):
+                return record
+        return None

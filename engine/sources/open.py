@@ -37,7 +37,7 @@ def http_errors() -> tuple[type[BaseException], ...]:
 def open_source(mapping, fixtures: str | Path | None = None):
     """A source with ``records(window)`` and ``lookup(id)``."""
     if fixtures is not None:
-        return FixtureSource(fixtures)
+        return FixtureSource(fixtures, id_of=lambda record: str(mapping.record_id({"record": record})))
     config = mapping.source_config()
     if not config.get("http"):
         raise MappingError("this mapping declares no source.http: give --fixtures DIR", file=str(mapping.file))
