@@ -384,6 +384,48 @@ def enable(mapping: Path = MappingArg, state: Optional[str] = StateOpt) -> None:
     _switch(mapping, state, True, None)
 
 
+@app.command()
+def listen(
+    mapping: Path = MappingArg,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8787, help="Port to listen on."),
+    state: Optional[str] = StateOpt,
+) -> None:
+    """Receive the shop's webhooks and record the order ids as hints for the next run.
+
+    A hint is only a hint: the next run re-fetches the order through the authenticated API
+    and delivers it only if it really is paid. Nothing but the order id and the time is kept.
+    """
+    import logging
+    from engine.clock import now
+    from engine.errors import MapperError
+    from engine.mapping import load_mapping
+    from engine.webhooks import WebhookListener
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        m = load_mapping(mapping)
+        _open_store(state).close()  # fail now, not on the first webhook
+    except MapperError as exc:
+        _fail(exc)
+    spec = (m.raw.get("intake") or {}).get("webhooks") or {}
+
+    def on_hint(shop_id: str, event: str) -> None:
+        with _open_store(state) as store:  # one connection per hint: listener threads share nothing
+            store.add_hint(m.name, shop_id, event, now())
+
+    listener = WebhookListener(host, port, on_hint, events=spec.get("events", ("orders.updated.ispaid",)),
+                               id_field=spec.get("id_field", "id"), max_body=spec.get("max_body", 65536),
+                               default_event=spec.get("default_event"))
+    typer.echo(f"listening on {listener.url}/<event> "
+               f"for {', '.join(spec.get('events', ['orders.updated.ispaid']))}; Ctrl-C stops")
+    try:
+        listener.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.stop()
+
+
 def _atomic(target: Path):
     """Write to a temporary file beside ``target`` and rename it into place on success."""
     import contextlib
