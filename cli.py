@@ -56,31 +56,57 @@ def dry_run(
     since: Optional[str] = typer.Option(None, help="Only orders created on or after this date (YYYY-MM-DD, UTC)."),
     until: Optional[str] = typer.Option(None, help="Only orders created on or before this date (YYYY-MM-DD, UTC)."),
     out: Optional[str] = typer.Option(None, help="Write the XML here; '-' for stdout. Without it the XML is built and validated, not written."),
+    state: Optional[str] = typer.Option(None, "--state", help="State database to read (never written): delivered orders are left out, known debtors keep their numbers."),
 ) -> None:
     """Preview: run every stage except delivery. Writes nothing but --out."""
+    import os
+    from engine.debtors import build_matcher
     from engine.errors import MapperError
+    from engine.pipeline import Converter
     from engine.preview_run import dry_run as run_preview
     from engine.sources.open import http_errors
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
+    skipped = {"delivered": 0}
+    note = None
     try:
         with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
             window = _window(m, since_d or default_since, until_d, fixtures is not None)
-            records = source.records(window)
-            if out == "-":
-                summary = run_preview(m, records, sys.stdout.buffer, since=since_d, until=until_d)
-                sys.stdout.buffer.flush()
-            elif out:
-                with _atomic(Path(out)) as f:
-                    summary = run_preview(m, records, f, since=since_d, until=until_d)
-            else:
-                summary = run_preview(m, records, None, since=since_d, until=until_d)
+            with _open_store(state, readonly=True) as store:  # read, never written
+                matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
+                converter = Converter(m, matcher=matcher)
+                records = _skip_delivered(source.records(window), store, m, skipped)
+                if out == "-":
+                    summary = run_preview(m, records, sys.stdout.buffer, since=since_d, until=until_d, converter=converter)
+                    sys.stdout.buffer.flush()
+                elif out:
+                    with _atomic(Path(out)) as f:
+                        summary = run_preview(m, records, f, since=since_d, until=until_d, converter=converter)
+                else:
+                    summary = run_preview(m, records, None, since=since_d, until=until_d, converter=converter)
     except MapperError as exc:
         _fail(exc)
     except http_errors() as exc:
         _fail(exc)
+    if skipped["delivered"]:
+        print(f"{skipped['delivered']} orders already delivered by earlier runs are left out", file=report)
+    if note:
+        print(f"note: {note}", file=report)
     _report(m, summary, out, report)
+
+
+def _skip_delivered(records, store, m, counter: dict):
+    """Leave out what earlier runs delivered, as a run would (read-only)."""
+    from engine.runner import _chunks
+    for chunk in _chunks(records, 200):
+        ids = [str(m.record_id({"record": r})) if isinstance(r, dict) else "" for r in chunk]
+        done = store.delivered(m.name, [i for i in ids if i])
+        for record, shop_id in zip(chunk, ids):
+            if shop_id and shop_id in done:
+                counter["delivered"] += 1
+                continue
+            yield record
 
 
 def _window(m, since: Optional[date], until: Optional[date], offline: bool) -> dict:
@@ -143,6 +169,7 @@ def run(
     """Deliver paid orders to the outbox, each exactly once. Exit 3 when some were quarantined."""
     import os
     from engine.errors import MapperError
+    from engine.debtors import build_matcher
     from engine.outbox import Outbox
     from engine.runner import Runner
     from engine.sources.open import http_errors
@@ -163,9 +190,10 @@ def run(
                 box = outbox or os.environ.get("MAPPER_OUTBOX") or ((m.sink or {}).get("directory") or {}).get("path") or "outbox"
                 plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
                 progress = _progress() if sys.stderr.isatty() else None
+                matcher, _ = build_matcher(m, store, readonly=False, environ=dict(os.environ))
                 with store.run_lock(m.name, wait):
                     runner = Runner(m, source, store, Outbox(box), plan=plan, since=since_d or default_since,
-                                    until=until_d, progress=progress)
+                                    until=until_d, progress=progress, matcher=matcher)
                     try:
                         result = runner.run()
                     finally:
@@ -424,6 +452,35 @@ def listen(
         pass
     finally:
         listener.stop()
+
+
+debtors_app = typer.Typer(help="The debtor register: e-mail (as a keyed hash) -> debtor number.", no_args_is_help=True)
+app.add_typer(debtors_app, name="debtors")
+
+
+@debtors_app.command("import")
+def debtors_import(mapping: Path = MappingArg,
+                   file: Path = typer.Argument(..., help="An Asperion debtor export (CSV: debtor number, name, e-mail)."),
+                   state: Optional[str] = StateOpt) -> None:
+    """Seed the register, so known customers keep their Asperion debtor number."""
+    import os
+    from engine.debtors import import_debtors, register_secret
+    from engine.errors import MapperError
+    from engine.mapping import load_mapping
+    try:
+        m = load_mapping(mapping)
+        spec = m.raw["customer"].get("directory") or {}
+        if spec.get("kind") != "register":
+            typer.echo(f"error: {mapping} does not use a debtor register (customer.directory.kind: register)", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        secret = register_secret(dict(os.environ), spec.get("key_env", "MAPPER_DEBTOR_KEY"))
+        with _open_store(state) as store:
+            report = import_debtors(file, store, m.name, secret)
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"{file}: {report.added} added, {report.already} already registered, {len(report.skipped)} skipped")
+    for line, why in report.skipped:
+        typer.echo(f"  line {line}: {why}")
 
 
 def _atomic(target: Path):

@@ -57,7 +57,8 @@ def plan_limit(plan: str) -> int | None:
 class Runner:
     def __init__(self, mapping: Mapping_, source: Any, store: StateStore, outbox: Outbox, *,
                  plan: str = "plus", since: date | None = None, until: date | None = None,
-                 progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200):
+                 progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200,
+                 matcher: Any = None):
         self.m = mapping
         self.source = source
         self.store = store
@@ -68,7 +69,7 @@ class Runner:
         self.progress = progress
         self.chunk = chunk
         self.validator = Validator(mapping.xsd_path)
-        self.converter = Converter(mapping, validator=self.validator)
+        self.converter = Converter(mapping, matcher=matcher, validator=self.validator)
         self.result = RunResult()
         self._file_template = Template(((mapping.sink or {}).get("directory") or {}).get(
             "name", f"{mapping.name}-{{{{ batch.date }}}}-{{{{ batch.seq }}}}.xml"))

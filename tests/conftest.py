@@ -26,7 +26,11 @@ def mapping_text():
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_credentials(monkeypatch):
+def _no_ambient_credentials(monkeypatch, tmp_path):
     # Tests must not depend on a developer's real shop settings.
-    for name in ("CCVSHOP_URL", "CCVSHOP_PUBLIC_KEY", "CCVSHOP_SECRET_KEY", "MAPPER_OUTBOX", "MAPPER_STATE"):
+    for name in ("CCVSHOP_URL", "CCVSHOP_PUBLIC_KEY", "CCVSHOP_SECRET_KEY", "MAPPER_OUTBOX", "MAPPER_STATE",
+                 "MAPPER_PLAN", "MAPPER_NOW"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAPPER_DEBTOR_KEY", "test-register-key-0123456789")
+    monkeypatch.setenv("MAPPER_STATE", str(tmp_path / "default-state.sqlite"))
+    monkeypatch.setenv("MAPPER_REPORTS", str(tmp_path / "reports"))

@@ -40,7 +40,7 @@ CASES = [
     ("tolerance without rounding line", "  rounding_line: {label: Afrondingsverschil, rate: 0, vat_class: Nul}\n", "",
      r"a tolerance needs invoice\.rounding_line", "tolerance:"),
     ("unknown auth kind", "kind: hmac", "kind: oauth", r"source\.http\.auth\.kind: must be one of: hmac, bearer, none", "kind: oauth"),
-    ("mapping expected", "intake:\n  look_back_days: 90", "intake: 90\n  # look_back_days: 90", r"intake: expected a mapping of keys, got 90", "intake: 90"),
+    ("mapping expected", "intake:\n  look_back_days: 90", "intake: 90\nintake_was:\n  look_back_days: 90", r"intake: expected a mapping of keys, got 90", "intake: 90"),
     ("bad mapping name", "name: ccvshop-asperion", "name: CCV Shop", r"name: \"CCV Shop\" does not have the expected form", "name: CCV Shop"),
     ("text and children", "      - element: Debtor\n", "      - element: Debtor\n        text: oops\n",
      r"element Debtor has both text and children", "element: Debtor"),

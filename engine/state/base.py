@@ -428,6 +428,10 @@ class StateStore(abc.ABC):
     def debtor_next_number(self, mapping: str, start: int) -> int:
         """Next number of a sequence that never hands out a number twice (at least ``start``)."""
 
+    @abc.abstractmethod
+    def debtor_number_taken(self, mapping: str, debtor_number: str) -> bool:
+        """Whether some key is registered under this debtor number (e.g. an imported debtor)."""
+
     # ---- run lock
     @abc.abstractmethod
     def run_lock(self, mapping: str, wait_seconds: float) -> AbstractContextManager[LockInfo]:

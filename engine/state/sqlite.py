@@ -541,6 +541,13 @@ class SQLiteStateStore(StateStore):
             return db.execute("SELECT debtor_number FROM debtors WHERE mapping = ? "
                               "AND key_hash = ?", (mapping, key_hash)).fetchone()[0]
 
+    def debtor_number_taken(self, mapping: str, debtor_number: str) -> bool:
+        with self._mutex:
+            row = self._db().execute(
+                "SELECT 1 FROM debtors WHERE mapping = ? AND debtor_number = ? LIMIT 1",
+                (mapping, str(debtor_number))).fetchone()
+        return row is not None
+
     def debtor_next_number(self, mapping: str, start: int) -> int:
         check_mapping(mapping)
         start = int(start)
