@@ -18,8 +18,8 @@ from . import schema_check
 from .errors import MappingError, MappingErrors
 from .expressions import Expression, Template, compile_expression, compile_template
 from .filters import DEFAULT_REPLACEMENTS
-from .resources import resolve_mapping, resolve_relative, schemas_dir
-from .yamlpos import Located, load_yaml
+from .resources import mappings_dir, resolve_mapping, resolve_relative, schemas_dir
+from .yamlpos import Located, load_yaml, merge
 
 
 @dataclass
@@ -132,7 +132,7 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_expression(value, file=self.located.file, line=line, column=col, field=_dotted(path))
+            return compile_expression(value, file=self.located.file_of(path), line=line, column=col, field=_dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
@@ -143,7 +143,7 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_template(value, file=self.located.file, line=line, column=col, field=_dotted(path))
+            return compile_template(value, file=self.located.file_of(path), line=line, column=col, field=_dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
@@ -200,6 +200,28 @@ def _count_records(el: Element) -> int:
     return int(el.records) + sum(_count_records(c) for c in el.children)
 
 
+def _load_located(file: Path, shown: str, text: str, environ, chain: tuple[Path, ...]) -> Located:
+    """The YAML of a mapping with its ``extends:`` chain laid under it."""
+    located = load_yaml(text, shown, environ)
+    if not isinstance(located.data, dict):
+        raise MappingError("a mapping must be a set of keys (version, name, record, …)", file=shown, line=1, column=1)
+    parent = located.data.pop("extends", None)
+    if parent is None:
+        return located
+    if not isinstance(parent, str):
+        raise located.error(("extends",), "extends: expected the path of another mapping file")
+    base_file = resolve_relative(file, parent, mappings_dir())
+    if base_file in chain or base_file == file.resolve():
+        raise located.error(("extends",), f"extends: {parent} extends this file again (a loop)")
+    try:
+        base_text = base_file.read_text(encoding="utf-8")
+    except OSError:
+        raise located.error(("extends",), f"extends: cannot read {parent}", f"looked for {base_file}") from None
+    base_shown = str(base_file) if Path(parent).is_absolute() else str(Path(shown).parent / parent)
+    base = _load_located(base_file, base_shown, base_text, environ, chain + (file.resolve(),))
+    return merge(base, located)
+
+
 def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> Mapping_:
     """Load, validate and compile a mapping; raises MappingError(s) with FILE:LINE:COL."""
     file = resolve_mapping(path)
@@ -211,9 +233,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
                            hint="give the path to a .yaml mapping, e.g. mappings/ccvshop_asperion.yaml") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(f"cannot read the mapping file {shown}: {exc}") from None
-    located = load_yaml(text, shown, os.environ if environ is None else environ)
-    if not isinstance(located.data, dict):
-        raise MappingError("a mapping must be a set of keys (version, name, record, …)", file=shown, line=1, column=1)
+    located = _load_located(file, shown, text, os.environ if environ is None else environ, ())
     errors = schema_check.check(located)
     if errors:
         raise errors[0] if len(errors) == 1 else MappingErrors(errors)

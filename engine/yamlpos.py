@@ -37,6 +37,14 @@ class Located:
     #: raises those outside the source at once, and the source's when it is used.
     missing_env: dict[Path, MappingError] = field(default_factory=dict)
     collections: set[Path] = field(default_factory=set)
+    #: path -> file, for values that came from another file (``extends:``)
+    origins: dict[Path, str] = field(default_factory=dict)
+
+    def file_of(self, path: Path) -> str:
+        p = tuple(path)
+        while p and p not in self.values:
+            p = p[:-1]
+        return self.origins.get(p, self.file)
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
         """Line and column (1-based) of the value at ``path``, or of its nearest parent."""
@@ -51,7 +59,7 @@ class Located:
 
     def error(self, path: Path, message: str, hint: str | None = None, *, key: bool = False) -> MappingError:
         line, col = self.where(path, key=key)
-        return MappingError(message, file=self.file, line=line, column=col, hint=hint)
+        return MappingError(message, file=self.file_of(path), line=line, column=col, hint=hint)
 
 
 def substitute_env(text: str, environ: Mapping[str, str], on_missing) -> str:
@@ -132,3 +140,43 @@ def load_yaml(text: str, file: str, environ: Mapping[str, str] | None = None) ->
 
 def _looks_scalar(text: str) -> bool:
     return re.fullmatch(r"-?\d+(\.\d+)?|true|false", text) is not None
+
+
+def _under(path: Path, prefixes: set[Path]) -> bool:
+    return any(path[: len(p)] == p for p in prefixes)
+
+
+def merge(base: Located, child: Located) -> Located:
+    """``child`` laid over ``base``: mappings merge key by key, anything else is replaced,
+    and a key set to null in the child removes it. Positions keep their own file."""
+    replaced: set[Path] = set()
+
+    def rec(b: Any, c: Any, path: Path) -> Any:
+        if isinstance(b, dict) and isinstance(c, dict):
+            result = {}
+            for k, v in b.items():
+                if k not in c:
+                    result[k] = v
+                elif c[k] is None:
+                    replaced.add(path + (k,))
+                else:
+                    result[k] = rec(v, c[k], path + (k,))
+            for k, v in c.items():
+                if k not in b and v is not None:
+                    result[k] = v
+            return result
+        replaced.add(path)
+        return c
+
+    data = rec(base.data, child.data, ())
+    out = Located(data=data, file=child.file)
+    for table in ("values", "keys", "missing_env"):
+        merged = {p: v for p, v in getattr(base, table).items() if not _under(p, replaced)}
+        merged.update(getattr(child, table))
+        setattr(out, table, merged)
+    for table in ("from_env", "collections"):
+        setattr(out, table, {p for p in getattr(base, table) if not _under(p, replaced)} | getattr(child, table))
+    out.origins = {p: base.origins.get(p, base.file) for p in out.values
+                   if p in base.values and p not in child.values}
+    out.origins.update({p: child.origins[p] for p in child.origins})
+    return out
