@@ -68,6 +68,10 @@ class Auth:
         """Values that must never appear in a message (used to scrub error texts)."""
         return []
 
+    def renew_after_401(self) -> bool:
+        """A 401 arrived: renew the credentials if this kind can (True = send again)."""
+        return False
+
     def describe(self) -> str:
         """A short human name for messages, e.g. ``hmac (public key 'demo')``."""
         return self.kind
@@ -274,3 +278,5 @@ def build_auth(config: Mapping[str, Any] | None, *, clock: Clock | None = None) 
 register_auth("none", _build_none)
 register_auth("bearer", _build_bearer)
 register_auth("hmac", _build_hmac)
+
+from . import oauth  # noqa: E402,F401 - registers the oauth2_refresh kind

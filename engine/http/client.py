@@ -70,9 +70,11 @@ class HttpError(Exception):
     """A request failed for good. The message is safe to show: it carries no secrets."""
 
     def __init__(self, message: str, *, method: str | None = None, url: str | None = None,
-                 status: int | None = None, code: str | None = None, detail: str | None = None):
+                 status: int | None = None, code: str | None = None, detail: str | None = None,
+                 payload: Any = None):
         super().__init__(message)
         self.message = message
+        self.payload = payload  # the parsed error body of a 4xx (e.g. problem details), scrubbed
         self.method = method
         self.url = url          # redacted
         self.status = status
@@ -97,6 +99,15 @@ class RateLimitExceeded(HttpError):
 
 class ResponseSignatureError(HttpError):
     """A 2xx response's signature did not match: the body is not trusted."""
+
+
+class AmbiguousWrite(HttpError):
+    """A write (POST) got no answer: it may or may not have been processed. Never retried
+    blindly; the caller looks the object up before trying again."""
+
+
+class _AuthRefreshed(Exception):
+    """Internal: a 401 made the auth renew its token; send the request once more."""
 
 
 class _Retryable(Exception):
@@ -189,12 +200,12 @@ def is_loopback_host(host: str | None) -> bool:
 class _Scrubber:
     """Removes secrets from any text that could reach a message or a log line."""
 
-    def __init__(self, secrets: Iterable[str]):
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+    def __init__(self, secrets: Callable[[], Iterable[str]]):
+        self._source = secrets  # asked each time: an OAuth access token changes during a run
 
     def __call__(self, text: Any) -> str:
         text = str(text)
-        for s in self._secrets:
+        for s in sorted({s for s in self._source() if s and len(s) >= 3}, key=len, reverse=True):
             text = text.replace(s, "***")
         # Long hex runs look like signatures; never echo one.
         return re.sub(r"\b[0-9a-fA-F]{40,}\b", "<hex redacted>", text)
@@ -244,7 +255,7 @@ class HttpClient:
                              "environment variables they come from")
 
         self.auth: Auth = build_auth(config.get("auth"), clock=self._clock)
-        self._scrub = _Scrubber(self.auth.secrets())
+        self._scrub = _Scrubber(self.auth.secrets)
         if parts.scheme == "http" and self.auth.has_credentials and not is_loopback_host(parts.hostname):
             raise HttpConfigError(
                 f"http.base_url {self._scrub.url(base_url)} uses plain http: credentials "
@@ -335,8 +346,9 @@ class HttpClient:
         safe_url = self._scrub.url(url)
         resource = resource_of(urlsplit(url).path, self.resource_prefix)
 
+        idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=tenacity.stop_after_attempt(self.attempts if idempotent else 1),
             wait=(tenacity.wait_exponential(multiplier=self.backoff, max=self.max_backoff)
                   + tenacity.wait_random(0, min(self.backoff, self.max_backoff))),
             retry=tenacity.retry_if_exception_type(_Retryable),
@@ -347,6 +359,10 @@ class HttpClient:
         try:
             return retrying(self._attempt_with_429, method, url, uri, payload, resource, safe_url)
         except _Retryable as exc:
+            if not idempotent and exc.status is None:
+                raise AmbiguousWrite(
+                    self._scrub(f"{method} {safe_url}: no answer ({exc.reason}); it may have been "
+                                f"processed"), method=method, url=safe_url) from None
             raise HttpError(
                 self._scrub(f"{method} {safe_url} failed after {self.attempts} attempt(s): "
                             f"{exc.reason}"),
@@ -388,9 +404,18 @@ class HttpClient:
 
     def _attempt_with_429(self, method, url, uri, payload, resource, safe_url) -> Any:
         waits = 0
+        refreshed = False
         while True:
             try:
                 return self._attempt(method, url, uri, payload, resource, safe_url)
+            except _AuthRefreshed:
+                if refreshed:  # a brand-new token refused too: the credentials are wrong
+                    raise AuthenticationError(
+                        self._scrub(f"{self.name} refused a freshly issued token for {method} "
+                                    f"{safe_url}; {self.auth_hint}"),
+                        method=method, url=safe_url, status=401) from None
+                refreshed = True
+                continue
             except _RateLimited as rl:
                 self.stats["responses_429"] += 1
                 if waits >= self.on429_attempts:
@@ -469,6 +494,8 @@ class HttpClient:
         if status in self.not_found_status or (code is not None and code in self.not_found_codes):
             raise NotFound(f"{method} {safe_url}: not found ({what})", method=method,
                            url=safe_url, status=status, code=code, detail=detail)
+        if status == 401 and self.auth.renew_after_401():
+            raise _AuthRefreshed()
         if status == 401:
             raise AuthenticationError(self._auth_message(resp, detail), method=method,
                                       url=safe_url, status=status, code=code, detail=detail)
@@ -478,8 +505,12 @@ class HttpClient:
             raise _Retryable(what, status=status, code=code, detail=detail)
         if 300 <= status < 400:
             what += " (redirects are not followed)"
+        try:
+            parsed = json.loads(self._scrub(body.decode("utf-8"))) if body else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
         raise HttpError(self._scrub(f"{method} {safe_url} failed: {what}"), method=method,
-                        url=safe_url, status=status, code=code, detail=detail)
+                        url=safe_url, status=status, code=code, detail=detail, payload=parsed)
 
     def _auth_message(self, resp, detail: str | None) -> str:
         msg = (f"{self.name} refused the credentials (auth {self.auth.describe()}): "

@@ -30,8 +30,9 @@ def http_errors() -> tuple[type[BaseException], ...]:
     """The HTTP layer's exceptions, to be reported as one clear sentence."""
     from ..http.auth import AuthConfigError
     from ..http.client import HttpConfigError, HttpError
+    from ..http.oauth import TokenError
     from ..http.pagination import PaginationError
-    return (HttpError, HttpConfigError, PaginationError, AuthConfigError)
+    return (HttpError, HttpConfigError, PaginationError, AuthConfigError, TokenError)
 
 
 def open_source(mapping, fixtures: str | Path | None = None):
