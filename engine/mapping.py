@@ -100,8 +100,8 @@ class Mapping_:
     checks: list[Check]
     flags: list[Flag]
     tables: dict[str, Any]
-    document: Element
-    record_element: Element
+    document: Element | None
+    record_element: Element | None  # None: no XML (an API destination renders its own bodies)
     xsd_path: Path | None
     per_file: int
     replacements: dict[str, str]
@@ -110,12 +110,20 @@ class Mapping_:
 
     def source_config(self) -> dict[str, Any]:
         """The source section, raising now for any ${VAR} it needs that is not set."""
-        missing = [e for p, e in self.located.missing_env.items() if p[:1] == ("source",)]
+        self._require_env("source")
+        return self.raw.get("source") or {}
+
+    def destination_config(self) -> dict[str, Any]:
+        """The API destination, raising now for any ${VAR} it needs that is not set."""
+        self._require_env("destination")
+        return (self.raw.get("destination") or {}).get("api") or {}
+
+    def _require_env(self, section: str) -> None:
+        missing = [e for p, e in self.located.missing_env.items() if p[:1] == (section,)]
         if len(missing) == 1:
             raise missing[0]
         if missing:
             raise MappingErrors(missing)
-        return self.raw.get("source") or {}
 
 
 class _Compiler:
@@ -237,7 +245,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     errors = schema_check.check(located)
     if errors:
         raise errors[0] if len(errors) == 1 else MappingErrors(errors)
-    env_errors = [e for p, e in located.missing_env.items() if p[:1] != ("source",)]
+    env_errors = [e for p, e in located.missing_env.items() if p[:1] not in (("source",), ("destination",))]
     if env_errors:
         raise env_errors[0] if len(env_errors) == 1 else MappingErrors(env_errors)
 
@@ -289,10 +297,10 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
              for i, _ in enumerate(d.get("flags") or [])]
     cust = d["customer"]
     without = cust.get("without_key", "quarantine")
-    output = d["output"]
-    document = c.element(("output", "document"), in_document=True)
-    record_element = c.element(("output", "record"), in_document=False)
-    if _count_records(document) != 1:
+    output = d.get("output") or {}
+    document = c.element(("output", "document"), in_document=True) if output else None
+    record_element = c.element(("output", "record"), in_document=False) if output else None
+    if document is not None and _count_records(document) != 1:
         c.errors.append(located.error(("output", "document"),
                                       "output.document needs exactly one element with records: true",
                                       "mark the element the records go into, e.g. {element: Orders, records: true}"))

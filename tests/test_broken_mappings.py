@@ -1,5 +1,6 @@
 """Broken mappings: each error names FILE:LINE:COL, says what is wrong, and exits 2."""
 
+import json
 import re
 
 import pytest
@@ -113,3 +114,10 @@ def test_default_mapping_is_valid():
     result = CliRunner().invoke(cli.app, ["validate", str(MAPPING)])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
+
+
+def test_schema_json_is_built_from_build_schema_py():
+    import runpy
+    built = runpy.run_path(str(MAPPING.parent.parent / "schemas" / "build_schema.py"))["schema"]
+    on_disk = json.loads((MAPPING.parent.parent / "schemas" / "mapping.schema.json").read_text(encoding="utf-8"))
+    assert built == on_disk, "run python schemas/build_schema.py"

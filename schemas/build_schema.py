@@ -1,0 +1,194 @@
+"""Builds schemas/mapping.schema.json (JSON Schema 2020-12) for the mapping files.
+
+Edit this file, then run `python schemas/build_schema.py`; a test checks that the JSON is current.
+"""
+import json
+EXPR = {"type": ["string", "boolean", "number"], "description": "A Jinja expression without {{ }}, e.g. record.total_price or record.status != 8."}
+TMPL = {"type": ["string", "number"], "description": "A text template: literal text with {{ expressions }} and {% if %} blocks."}
+def obj(props, required=(), desc=None, **kw):
+    d = {"type": "object", "additionalProperties": False, "properties": props}
+    if required: d["required"] = list(required)
+    if desc: d["description"] = desc
+    d.update(kw)
+    return d
+def e(desc): return dict(EXPR, description=desc + " (expression)")
+def t(desc): return dict(TMPL, description=desc + " (template)")
+num = {"type": "number", "exclusiveMinimum": 0}
+paginate = obj({
+    "kind": {"enum": ["next_link", "offset", "page"], "description": "next_link: follow an absolute next URL; offset: start/size; page: page number."},
+    "next": {"type": "string", "description": "next_link: the key of the next URL in a page."},
+    "size_param": {"type": "string"}, "size": {"type": "integer", "minimum": 1, "description": "Page size asked for."},
+    "start_param": {"type": "string"}, "page_param": {"type": "string"}, "first_page": {"type": "integer"},
+    "max_pages": {"type": "integer", "minimum": 1, "description": "Stop with an error after this many pages (loop guard)."},
+}, ["kind"], "How to walk the pages.")
+request = obj({
+    "path": t("Path under base_url"),
+    "params": {"type": "object", "additionalProperties": TMPL, "description": "Query parameters (templates; an empty result drops the parameter)."},
+    "items": {"type": "string", "description": "Key of the list of records in a page."},
+    "paginate": paginate,
+}, ["path"])
+expand = {"type": "object", "description": "Per record, a sub-request whose items are attached under this key.",
+          "additionalProperties": request}
+records = dict(request)
+records = obj(dict(request["properties"], expand=expand), ["path", "items"], "The list endpoint that yields the records.")
+auth = {"description": "How requests are signed.", "oneOf": [
+    obj({"kind": {"const": "hmac"}, "algorithm": {"enum": ["sha256", "sha384", "sha512"]},
+         "public": {"type": "string"}, "secret": {"type": "string"},
+         "sign": {"type": "string", "description": "The string to sign from {public} {method} {uri} {body} {date}."},
+         "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Header name -> value from {public} {date} {signature}."},
+         "verify_response": {"type": "boolean", "description": "Verify the server's signature over each 2xx response body."}},
+        ["kind", "algorithm", "public", "secret", "sign", "headers"]),
+    obj({"kind": {"const": "bearer"}, "token": {"type": "string"}}, ["kind", "token"]),
+    obj({"kind": {"const": "none"}}, ["kind"]),
+    obj({"kind": {"const": "oauth2_refresh"}, "token_url": {"type": "string"}, "client_id": {"type": "string"},
+         "client_secret": {"type": "string"}, "refresh_token": {"type": "string"}, "scope": {"type": "string"},
+         "token_file": {"type": "string", "description": "Where a rotated refresh token is kept (mode 0600); preferred over refresh_token."}},
+        ["kind", "token_url", "client_id", "client_secret", "refresh_token"]),
+]}
+http = obj({
+    "name": {"type": "string", "description": "What to call the server in messages, e.g. CCV Shop."},
+    "auth_hint": {"type": "string", "description": "Added to a refused-credentials message: what to check."},
+    "base_url": {"type": "string", "description": "https://… (plain http only on loopback)."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    "timeout": obj({"connect": num, "read": num}),
+    "retries": obj({"attempts": {"type": "integer", "minimum": 1}, "backoff": num, "max_backoff": num},
+                   desc="Retries of 5xx, timeouts and dropped connections (exponential backoff with jitter)."),
+    "auth": auth,
+    "rate_limit": obj({"requests": {"type": "integer", "minimum": 1}, "per_seconds": num, "resource_prefix": {"type": "string"}},
+                      ["requests", "per_seconds"], "Client-side limit per resource (first path segment after resource_prefix)."),
+    "on_429": obj({"wait": {"enum": ["next_window"]}, "attempts": {"type": "integer", "minimum": 0}}),
+    "not_found": obj({"status": {"type": "array", "items": {"type": "integer"}}, "codes": {"type": "array", "items": {"type": "string"}}}),
+    "error_body": obj({"code": {"type": "string"}, "message": {"type": "string"}}),
+}, ["base_url", "auth"], "The shop's REST API.")
+source = obj({"http": http, "records": records,
+              "lookup": obj({"path": t("Path of one record by {{ id }}")}, ["path"], "Fetch one record by id (webhook hints).")},
+             desc="Where records come from. `mapper dry-run --fixtures DIR` reads a directory instead.")
+element = {"$ref": "#/$defs/element"}
+element_def = obj({
+    "element": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$", "description": "The XML element name."},
+    "attributes": {"type": "object", "additionalProperties": TMPL, "description": "Attribute name -> template."},
+    "text": t("The element's text"),
+    "children": {"type": "array", "items": element},
+    "for_each": e("A list: the element repeats once per item"),
+    "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "Name of the item inside for_each (default: item)."},
+    "when": e("The element is written only when this is true"),
+    "with": {"type": "object", "additionalProperties": EXPR, "description": "Extra names for this element and its children (expressions)."},
+    "optional": {"type": "boolean", "description": "Leave the element out when its text is empty."},
+    "records": {"type": "boolean", "description": "The records' elements are streamed into this element (document only, exactly once)."},
+}, ["element"], "An XML element.")
+vat_rule = obj({
+    "rate": {"type": "number", "description": "VAT percentage as charged."},
+    "class": {"type": "string", "description": "The VAT class written for lines at this rate."},
+    "from": {"type": "string", "format": "date", "description": "First invoice date the rule applies to (YYYY-MM-DD)."},
+    "until": {"type": "string", "format": "date", "description": "Last invoice date the rule applies to."},
+    "when": e("An extra condition, e.g. record.is_intra_community_order"),
+    "flag": t("Send the order but tell the bookkeeper this"),
+}, ["rate", "class"])
+lines = obj({
+    "each": e("The list of goods rows"), "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+    "description": t("Line text"), "article_code": t("Article code"),
+    "quantity": e("Quantity (may be fractional or negative)"), "amount": e("The row's total as charged"),
+    "rate": e("The row's VAT percentage"),
+}, ["each", "description", "quantity", "amount", "rate"], "The goods rows.")
+term = obj({"label": t("Line text"), "amount": e("The amount as charged; zero gives no line")}, ["label", "amount"])
+invoice = obj({
+    "description": t("Invoice description; carries the order number"),
+    "date": t("Invoice date YYYY-MM-DD"),
+    "payment_code": t("Payment method code"),
+    "currency": e("ISO 4217 currency"),
+    "prices_include_vat": e("True when charged amounts include VAT"),
+    "lines": lines,
+    "charges": {"type": "array", "items": term, "description": "Costs that follow the goods' VAT, split pro rata over the rates."},
+    "discounts": {"type": "array", "items": term, "description": "Order-level discounts, split pro rata over goods and charges; one negative line per rate."},
+    "allocation_basis": {"enum": ["incl", "excl"], "description": "Weigh the pro rata split by amounts incl. or excl. VAT."},
+    "vat_rounding": {"enum": ["per_line", "per_rate"], "description": "Round VAT per line, or per rate total (never both)."},
+    "total": e("What the customer paid; the lines must add up to it"),
+    "tolerance": {"type": ["string", "number"], "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "A difference up to this becomes a rounding line; beyond it the order is quarantined."},
+    "rounding_line": obj({"label": t("Line text"), "rate": {"type": "number"}, "vat_class": {"type": "string"}}, ["label", "vat_class"]),
+    "reported_vat": e("The shop's VAT total: a difference is reported, not quarantined"),
+}, ["description", "date", "prices_include_vat", "lines", "total"], "How an order becomes invoice lines and totals.")
+req_spec = lambda desc, with_body, with_match: obj(dict(
+    {"path": t("Path under the API's base_url"),
+     "params": {"type": "object", "additionalProperties": TMPL, "description": "Query parameters (templates)."}},
+    **({"body": {"description": "The JSON body: objects, lists, templates, {expr: …}, {each: …, as: …, value: …}."}} if with_body else {}),
+    **({"match": e("Whether a listed item is the one looked for (item is the candidate)")} if with_match else {})),
+    ["path"] + (["body"] if with_body else []) + (["match"] if with_match else []), desc)
+destination = obj({"api": obj({
+    "http": dict(http, description="The API's client block: base URL, headers, auth (e.g. oauth2_refresh), retries, rate limit."),
+    "list": obj({"items": {"type": "string"}, "next": {"type": "string"}}, desc="Where a list response keeps its items and its next page (dotted keys)."),
+    "errors": obj({"fields": {"type": "string"}}, desc="Where a 400 answer lists its field messages (they become the quarantine reason)."),
+    "references": {"type": "object", "additionalProperties": obj({"path": t("List path")}, ["path"]),
+                   "description": "Lists fetched once per run, available to templates as refs.NAME."},
+    "debtor": obj({"find": req_spec("Find a debtor; the first matching item counts.", False, True),
+                   "number": e("The found debtor's number (over item)"), "name": e("The found debtor's name (over item)"),
+                   "create": req_spec("Create an unknown debtor.", True, False)}, ["find", "number", "create"]),
+    "invoice": obj({"find": req_spec("Find an object a crashed run may have created (adopted, not created again).", False, True),
+                    "create": req_spec("Create the object for one record.", True, False),
+                    "id": e("The created object's id (over result)")}, ["find", "create", "id"]),
+}, ["http", "debtor", "invoice"], "A REST API that takes one object per record.")})
+
+schema = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://mapper.invalid/schemas/mapping.schema.json",
+    "title": "mapper mapping",
+    "description": "A declarative mapping: where records come from, which count, how customers are matched and how the output document is built.",
+    "type": "object", "additionalProperties": False,
+    "required": ["version", "name", "record", "where", "customer", "invoice"],
+    "anyOf": [{"required": ["output"]}, {"required": ["destination"]}],
+    "properties": {
+        "version": {"const": 1, "description": "Mapping format version."},
+        "extends": {"type": "string", "description": "Another mapping file (relative to this one) to start from; this file's keys are laid over it, null removes a key."},
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "description": "Short name; keys the state of this mapping."},
+        "source": source,
+        "record": obj({"id": e("The record's unique id in the source"), "number": e("The number people know it by"),
+                       "created": e("Creation timestamp (UTC), for --since/--until")}, ["id", "number", "created"]),
+        "intake": obj({"look_back_days": {"type": "integer", "minimum": 1, "description": "Poll window: re-check records created this many days back."},
+                       "webhooks": obj({"events": {"type": "array", "items": {"type": "string"}, "description": "Events that make a hint; others are answered 202 and ignored."},
+                                        "id_field": {"type": "string", "description": "Key of the record id in the webhook body."},
+                                        "default_event": {"type": "string", "description": "Event name when neither the body nor the path /hooks/EVENT gives one."},
+                                        "max_body": {"type": "integer", "minimum": 256, "description": "Larger bodies are refused with 413."}},
+                                       desc="`mapper listen`: webhooks are hints; each is re-fetched through the API before it counts.")}),
+        "where": {"type": "array", "items": EXPR, "description": "All must be true for a record to count (expressions)."},
+        "let": {"type": "object", "additionalProperties": EXPR, "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "description": "Named values per record, computed in order (expressions)."},
+        "customer": obj({"key": e("The matching key: the normalised e-mail"), "number": e("The debtor number; none when unknown"),
+                         "fallback_number": e("Debtor number when number is none (guests)"),
+                         "without_key": {"oneOf": [{"const": "quarantine"}, obj({"number": TMPL}, ["number"])],
+                                         "description": "A record without a key: quarantine, or book it on a collective debtor."},
+                         "name": t("Debtor name"),
+                         "directory": obj({"kind": {"enum": ["in_file", "register", "api"], "description": "in_file: the same key gets the same number within a run; register: remembered across runs in the state (keyed e-mail hash); api: found in (or created through) destination.api."},
+                                           "key_env": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]*$", "description": "Environment variable holding the secret key of the register's e-mail hashes."},
+                                           "numbering": obj({"sequence": obj({"start": {"type": "integer", "minimum": 0}, "width": {"type": "integer", "minimum": 0, "maximum": 20}}, ["start"])},
+                                                            desc="New debtors: the proposed number (default), or a sequence that never reuses a number.")},
+                                          ["kind"], "Where known debtors are remembered.")},
+                        ["key", "number", "name"], "Customer matching."),
+        "invoice": invoice,
+        "vat": obj({"classes": {"type": "array", "items": vat_rule, "minItems": 1, "description": "First matching rule wins; no match quarantines the order."}}, ["classes"]),
+        "checks": {"type": "array", "items": obj({"name": {"type": "string"}, "when": e("Only check when"), "expect": e("Must be true"),
+                                                  "message": t("The quarantine reason")}, ["name", "expect", "message"]),
+                   "description": "A failing check quarantines the record with its message."},
+        "flags": {"type": "array", "items": obj({"when": e("Flag when true"), "message": t("What to tell the bookkeeper")}, ["when", "message"])},
+        "tables": {"type": "object", "description": "Lookup tables available to templates as tables.NAME."},
+        "output": obj({"xsd": {"type": "string", "description": "XSD every document part is validated against (relative to the mapping)."},
+                       "per_file": {"type": "integer", "minimum": 1, "description": "At most this many records per file."},
+                       "replace": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Characters replaced in all text (default: typographic quotes to plain)."},
+                       "document": element, "record": element}, ["document", "record"], "The XML document."),
+        "preview": obj({"columns": {"type": "array", "items": obj({"title": {"type": "string"}, "text": TMPL, "amount": EXPR}, ["title"])}}),
+        "sandbox": obj({"simulator": {"enum": ["ccvshop"], "description": "Which bundled simulator serves the demo data."},
+                         "also": {"enum": ["asperion"], "description": "A second simulator for the destination; its values come as {asperion_url}, {asperion_client_id}, … ."},
+                         "env": {"type": "object", "additionalProperties": {"type": "string"},
+                                 "description": "Environment for the run: {url}, {public}, {secret} of the simulator, {tmpdir} a scratch directory."},
+                         "since": {"type": "string", "format": "date", "description": "Window start for the demo data."}},
+                        ["simulator"], "`--sandbox`: run against a bundled simulator with demo data, no credentials."),
+        "plan": {"enum": ["basis", "plus"], "description": "basis: at most 250 invoices a calendar year (the rest is held); plus: unlimited. MAPPER_PLAN overrides."},
+        "destination": destination,
+        "sink": obj({"directory": obj({"path": {"type": "string", "description": "The outbox directory (MAPPER_OUTBOX or --outbox override it)."},
+                                       "name": t("File name, from batch.date, batch.seq, batch.id")}, ["path", "name"]),
+                     "report": t("Where each run writes its JSON report, from run.id and run.started")}),
+    },
+    "$defs": {"element": element_def},
+}
+if __name__ == "__main__":
+    from pathlib import Path
+    target = Path(__file__).with_name("mapping.schema.json")
+    target.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
