@@ -204,6 +204,18 @@ def _dotted(path) -> str:
     return out
 
 
+def _check_around_records(el: Element, path, located: Located, errors: list) -> None:
+    """The records element and those around it are written once per file: no conditions."""
+    if not (el.records or _count_records(el)):
+        return
+    for key, value in (("when", el.when), ("for_each", el.for_each), ("with", el.bindings)):
+        if value:
+            errors.append(located.error(path + (key,), f"{key} cannot be used on <{el.name}>: it holds the records "
+                                        f"and is written once per file", "move it to an element inside output.record"))
+    for i, child in enumerate(el.children):
+        _check_around_records(child, path + ("children", i), located, errors)
+
+
 def _count_records(el: Element) -> int:
     return int(el.records) + sum(_count_records(c) for c in el.children)
 
@@ -300,6 +312,8 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     output = d.get("output") or {}
     document = c.element(("output", "document"), in_document=True) if output else None
     record_element = c.element(("output", "record"), in_document=False) if output else None
+    if document is not None:
+        _check_around_records(document, ("output", "document"), located, c.errors)
     if document is not None and _count_records(document) != 1:
         c.errors.append(located.error(("output", "document"),
                                       "output.document needs exactly one element with records: true",

@@ -66,6 +66,8 @@ def _describe(value, path, located: Located) -> str:
 
 def _explain(err: ValidationError, located: Located) -> list[MappingError]:
     path = tuple(err.absolute_path)
+    if path in located.missing_env:  # "not set" says more than "not one of …"
+        return [located.missing_env[path]]
     where = _dotted(path)
     v = err.validator
     if v in ("oneOf", "anyOf") and isinstance(err.instance, dict) and _kinds(err.validator_value):

@@ -15,11 +15,13 @@ def e(desc): return dict(EXPR, description=desc + " (expression)")
 def t(desc): return dict(TMPL, description=desc + " (template)")
 num = {"type": "number", "exclusiveMinimum": 0}
 paginate = obj({
-    "kind": {"enum": ["next_link", "offset", "page"], "description": "next_link: follow an absolute next URL; offset: start/size; page: page number."},
+    "kind": {"enum": ["next_link", "offset", "page", "single"], "description": "next_link: follow an absolute next URL; offset: start/size; page: page number; single: one page only."},
     "next": {"type": "string", "description": "next_link: the key of the next URL in a page."},
     "size_param": {"type": "string"}, "size": {"type": "integer", "minimum": 1, "description": "Page size asked for."},
     "start_param": {"type": "string"}, "page_param": {"type": "string"}, "first_page": {"type": "integer"},
     "max_pages": {"type": "integer", "minimum": 1, "description": "Stop with an error after this many pages (loop guard)."},
+    "start": {"type": "integer", "minimum": 0, "description": "offset: the first start value (default 0)."},
+    "stop_on_short_page": {"type": "boolean", "description": "offset/page: stop when a page holds fewer items than asked for."},
 }, ["kind"], "How to walk the pages.")
 request = obj({
     "path": t("Path under base_url"),
@@ -30,7 +32,9 @@ request = obj({
 expand = {"type": "object", "description": "Per record, a sub-request whose items are attached under this key.",
           "additionalProperties": request}
 records = dict(request)
-records = obj(dict(request["properties"], expand=expand), ["path", "items"], "The list endpoint that yields the records.")
+records = obj(dict(request["properties"], expand=expand,
+                   id={"type": "string", "description": "Key of the id records are deduplicated by (default id)."}),
+              ["path", "items"], "The list endpoint that yields the records.")
 auth = {"description": "How requests are signed.", "oneOf": [
     obj({"kind": {"const": "hmac"}, "algorithm": {"enum": ["sha256", "sha384", "sha512"]},
          "public": {"type": "string"}, "secret": {"type": "string"},
@@ -38,7 +42,8 @@ auth = {"description": "How requests are signed.", "oneOf": [
          "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Header name -> value from {public} {date} {signature}."},
          "verify_response": {"type": "boolean", "description": "Verify the server's signature over each 2xx response body."}},
         ["kind", "algorithm", "public", "secret", "sign", "headers"]),
-    obj({"kind": {"const": "bearer"}, "token": {"type": "string"}}, ["kind", "token"]),
+    obj({"kind": {"const": "bearer"}, "token": {"type": "string"}, "header": {"type": "string", "description": "Header name (default Authorization)."},
+         "scheme": {"type": "string", "description": "Prefix before the token (default Bearer; empty for none)."}}, ["kind", "token"]),
     obj({"kind": {"const": "none"}}, ["kind"]),
     obj({"kind": {"const": "oauth2_refresh"}, "token_url": {"type": "string"}, "client_id": {"type": "string"},
          "client_secret": {"type": "string"}, "refresh_token": {"type": "string"}, "scope": {"type": "string"},
@@ -50,13 +55,19 @@ http = obj({
     "auth_hint": {"type": "string", "description": "Added to a refused-credentials message: what to check."},
     "base_url": {"type": "string", "description": "https://… (plain http only on loopback)."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-    "timeout": obj({"connect": num, "read": num}),
+    "timeout": {"description": "Seconds: one number for both, or {connect, read}.",
+                "oneOf": [num, obj({"connect": num, "read": num})]},
     "retries": obj({"attempts": {"type": "integer", "minimum": 1}, "backoff": num, "max_backoff": num},
                    desc="Retries of 5xx, timeouts and dropped connections (exponential backoff with jitter)."),
     "auth": auth,
-    "rate_limit": obj({"requests": {"type": "integer", "minimum": 1}, "per_seconds": num, "resource_prefix": {"type": "string"}},
+    "rate_limit": obj({"requests": {"type": "integer", "minimum": 1}, "per_seconds": num, "resource_prefix": {"type": "string"},
+                       "methods": {"type": "array", "items": {"type": "string"}, "description": "Methods the limit applies to (default GET)."}},
                       ["requests", "per_seconds"], "Client-side limit per resource (first path segment after resource_prefix)."),
-    "on_429": obj({"wait": {"enum": ["next_window"]}, "attempts": {"type": "integer", "minimum": 0}}),
+    "on_429": obj({"wait": {"description": "next_window (wait for the next rate window) or a number of seconds.",
+                            "oneOf": [{"const": "next_window"}, num]},
+                   "attempts": {"type": "integer", "minimum": 0},
+                   "window_seconds": num, "margin": {"type": "number", "minimum": 0}},
+                  desc="On 429: wait, then try again (never relying on Retry-After)."),
     "not_found": obj({"status": {"type": "array", "items": {"type": "integer"}}, "codes": {"type": "array", "items": {"type": "string"}}}),
     "error_body": obj({"code": {"type": "string"}, "message": {"type": "string"}}),
 }, ["base_url", "auth"], "The shop's REST API.")
@@ -133,7 +144,7 @@ schema = {
     "title": "mapper mapping",
     "description": "A declarative mapping: where records come from, which count, how customers are matched and how the output document is built.",
     "type": "object", "additionalProperties": False,
-    "required": ["version", "name", "record", "where", "customer", "invoice"],
+    "required": ["version", "name", "record", "where", "customer", "invoice", "vat"],
     "anyOf": [{"required": ["output"]}, {"required": ["destination"]}],
     "properties": {
         "version": {"const": 1, "description": "Mapping format version."},

@@ -47,6 +47,11 @@ CASES = [
      r"element Debtor has both text and children", "element: Debtor"),
     ("records in the record element", "    element: Order\n    children:", "    element: Order\n    records: true\n    children:",
      r"records: true belongs in output\.document", "records: true"),
+    ("condition on the records element", "- {element: Orders, records: true}", "- {element: Orders, records: true, when: 'true'}",
+     r"when cannot be used on <Orders>: it holds the records", "element: Orders"),
+    ("unset variable in an enum key", "plan: ${MAPPER_PLAN:-plus}", "plan: ${NO_SUCH_PLAN_VAR}",
+     r"environment variable NO_SUCH_PLAN_VAR is not set", "plan: ${NO_SUCH_PLAN_VAR}"),
+    ("vat section missing", "\nvat:\n  classes:", "\nvat_was:\n  classes:", r"missing required key 'vat'", None),
     ("expression in an element condition", "when: has_delivery_address", "when: has_delivery_address and",
      r"when: expression does not parse", "when: has_delivery_address and"),
 ]
