@@ -26,4 +26,13 @@ def ccvshop_sandbox(fixtures_dir: Path) -> Iterator[dict[str, str]]:
         sim.stop()
 
 
-SANDBOXES = {"ccvshop": ccvshop_sandbox}
+@contextmanager
+def asperion_sandbox_values(_fixtures_dir: Path) -> Iterator[dict[str, str]]:
+    """The Asperion simulator with demo credentials; values prefixed ``asperion_``."""
+    from .asperion import asperion_sandbox
+
+    with asperion_sandbox() as values:
+        yield {f"asperion_{k}": v for k, v in values.items() if k != "simulator"} | {"asperion_simulator": values["simulator"]}
+
+
+SANDBOXES = {"ccvshop": ccvshop_sandbox, "asperion": asperion_sandbox_values}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,7 +68,11 @@ def sandbox_environment(raw_mapping: dict[str, Any], file: str) -> Iterator[dict
     if start is None:
         raise MappingError(f"unknown sandbox simulator '{spec['simulator']}'", file=file,
                            hint=f"one of: {', '.join(SANDBOXES)}")
-    with start(demo_fixtures_dir()) as values:
+    with contextlib.ExitStack() as stack:
+        values = dict(stack.enter_context(start(demo_fixtures_dir())))
+        if spec.get("also"):
+            values.update(stack.enter_context(SANDBOXES[spec["also"]](demo_fixtures_dir())))
+        values["tmpdir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="mapper-sandbox-"))
         env = dict(os.environ)
         env.update({k: str(v).format(**values) for k, v in (spec.get("env") or {}).items()})
         yield env
