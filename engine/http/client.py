@@ -348,10 +348,12 @@ class HttpClient:
 
         idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts if idempotent else 1),
+            stop=tenacity.stop_after_attempt(self.attempts),
             wait=(tenacity.wait_exponential(multiplier=self.backoff, max=self.max_backoff)
                   + tenacity.wait_random(0, min(self.backoff, self.max_backoff))),
-            retry=tenacity.retry_if_exception_type(_Retryable),
+            # A write is retried only when the server said it did not process it (503).
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, _Retryable) and (idempotent or e.status == 503)),
             sleep=self._sleep,
             before_sleep=lambda rs: self._before_retry(rs, method, safe_url),
             reraise=True,
@@ -359,10 +361,10 @@ class HttpClient:
         try:
             return retrying(self._attempt_with_429, method, url, uri, payload, resource, safe_url)
         except _Retryable as exc:
-            if not idempotent and exc.status is None:
+            if not idempotent and exc.status != 503:
                 raise AmbiguousWrite(
-                    self._scrub(f"{method} {safe_url}: no answer ({exc.reason}); it may have been "
-                                f"processed"), method=method, url=safe_url) from None
+                    self._scrub(f"{method} {safe_url}: {exc.reason}; it may have been processed"),
+                    method=method, url=safe_url, status=exc.status) from None
             raise HttpError(
                 self._scrub(f"{method} {safe_url} failed after {self.attempts} attempt(s): "
                             f"{exc.reason}"),
