@@ -43,6 +43,9 @@ def validate(mapping: Path = MappingArg) -> None:
     try:
         m = load_mapping(mapping)
         Validator(m.xsd_path)
+        if (m.raw.get("destination") or {}).get("api"):
+            from engine.sinks.api import ApiDestination
+            ApiDestination(m)  # compiles every template and expression of the destination
     except MapperError as exc:
         _fail(exc)
     typer.echo(f"{mapping}: ok (mapping '{m.name}')")
@@ -73,18 +76,25 @@ def dry_run(
     try:
         with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
             window = _window(m, since_d or default_since, until_d, fixtures is not None)
-            with _open_store(state, readonly=True) as store:  # read, never written
-                matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
+            with _open_store(state, readonly=True) as store, _destination(m) as dest:  # read, never written
+                bodies = None
+                if dest is not None:
+                    from engine.sinks.api import ApiDebtorMatcher, BodyPreview
+                    bodies = BodyPreview(dest, dest.load_references())
+                    matcher = ApiDebtorMatcher(dest, readonly=True)
+                else:
+                    matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
                 converter = Converter(m, matcher=matcher)
                 records = _skip_delivered(source.records(window), store, m, skipped)
+                kw = {"since": since_d, "until": until_d, "converter": converter, "bodies": bodies}
                 if out == "-":
-                    summary = run_preview(m, records, sys.stdout.buffer, since=since_d, until=until_d, converter=converter)
+                    summary = run_preview(m, records, sys.stdout.buffer, **kw)
                     sys.stdout.buffer.flush()
                 elif out:
                     with _atomic(Path(out)) as f:
-                        summary = run_preview(m, records, f, since=since_d, until=until_d, converter=converter)
+                        summary = run_preview(m, records, f, **kw)
                 else:
-                    summary = run_preview(m, records, None, since=since_d, until=until_d, converter=converter)
+                    summary = run_preview(m, records, None, **kw)
     except MapperError as exc:
         _fail(exc)
     except http_errors() as exc:
@@ -94,6 +104,25 @@ def dry_run(
     if note:
         print(f"note: {note}", file=report)
     _report(m, summary, out, report)
+
+
+def _destination(m):
+    """The mapping's API destination (None for a file mapping), closed afterwards."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        if not (m.raw.get("destination") or {}).get("api"):
+            yield None
+            return
+        from engine.sinks.api import ApiDestination
+        dest = ApiDestination(m)
+        try:
+            yield dest
+        finally:
+            dest.close()
+
+    return cm()
 
 
 def _skip_delivered(records, store, m, counter: dict):
@@ -324,8 +353,8 @@ app.add_typer(quarantine_app, name="quarantine")
 
 
 def _resolve_orders(store, name: str, orders: list[str]) -> list[str]:
-    """Order ids from ids or order numbers as the user typed them."""
-    entries = store.open_quarantine(name)
+    """Order ids from ids or order numbers as the user typed them (open or dropped entries)."""
+    entries = store.open_quarantine(name) + store.dropped_entries(name)
     by_number = {q.number: q.shop_id for q in entries}
     return [by_number.get(o, o) for o in orders]
 
@@ -362,12 +391,12 @@ def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argum
         name = _mapping_name(mapping)
         with _open_store(state) as store:
             ids = _resolve_orders(store, name, orders)
-            store.retry(name, ids)
+            changed = store.retry(name, ids)
             for shop_id in ids:
                 store.add_hint(name, shop_id, "retry", now())
     except MapperError as exc:
         _fail(exc)
-    typer.echo(f"{len(ids)} order(s) will be tried again by the next run")
+    typer.echo(f"{changed} quarantined order(s) reopened; {len(ids)} order(s) will be fetched again by the next run")
 
 
 @quarantine_app.command("drop")
@@ -529,9 +558,11 @@ def _report(m, summary, out, stream) -> None:
             say(f"  order {q.number} (id {q.shop_id}): {q.reason}")
     if summary.flags:
         say()
-        say(f"Flags ({len(summary.flags)}): in the file; for the bookkeeper to check")
+        say(f"Flags ({summary.flag_count}): in the file; for the bookkeeper to check")
         for number, message in summary.flags:
             say(f"  order {number}: {message}")
+        if summary.flag_count > len(summary.flags):
+            say(f"  … {summary.flag_count - len(summary.flags)} more")
     say()
     excluded = sum(summary.excluded.values())
     parts = [f"{summary.converted} orders in the preview", f"{len(summary.quarantined)} quarantined"]

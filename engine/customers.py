@@ -20,7 +20,8 @@ class Match:
 
 
 class DebtorMatcher(Protocol):
-    def match(self, key: str, proposed_number: str, name: str) -> Match: ...
+    def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
+        """The debtor for ``key``; ``ctx`` is the record's template context (for creating one)."""
 
 
 @dataclass
@@ -29,7 +30,7 @@ class InFileMatcher:
 
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def match(self, key: str, proposed_number: str, name: str) -> Match:
+    def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         hit = self.seen.get(key)
         if hit is None:
             self.seen[key] = (proposed_number, fold_name(name))

@@ -61,7 +61,7 @@ class RegisterMatcher:
     created: int = 0
     known: int = 0
 
-    def match(self, key: str, proposed_number: str, name: str) -> Match:
+    def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         hit = self.in_file.seen.get(key)
         if hit is not None:
             return self.in_file.match(key, hit[0], name)

@@ -9,6 +9,7 @@ Memory holds one record at a time, plus a spool that moves to disk past a few MB
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,13 @@ class Validator:
             raise OrderError("the XSD refuses it: " + "; ".join(problems[:3]), field="output.record")
 
 
+_VALUE = re.compile(r"The value '.*?' (is|has)", re.DOTALL)
+
+
 def _short(message: str) -> str:
-    # "Element 'Email': [facet 'pattern'] The value '' is not accepted by the pattern '…'." -> shorter
+    """lxml's message without the refused value: it may be an e-mail address or a name."""
+    # "Element 'Email': [facet 'pattern'] The value 'x' is not accepted by the pattern '…'."
+    message = _VALUE.sub(r"The value \1", message)
     return message.replace("Element ", "", 1) if message.startswith("Element ") else message
 
 

@@ -5,6 +5,8 @@ Each is a plain function of values: no file, network or environment access.
 
 from __future__ import annotations
 
+from typing import Any
+
 import re
 import unicodedata
 from datetime import date, datetime, timezone
@@ -26,15 +28,33 @@ def strip_control(text: str) -> str:
     return _XML_FORBIDDEN.sub("", text)
 
 
+def _all_non_ascii(replacements: dict[str, str]) -> bool:
+    return all(old and not old.isascii() for old in replacements)
+
+
+_DEFAULT_ITEMS = tuple(DEFAULT_REPLACEMENTS.items())
+_DEFAULT_NON_ASCII = _all_non_ascii(DEFAULT_REPLACEMENTS)
+
+# Fast paths below, same results: a pure-ASCII text cannot contain a non-ASCII quote;
+# str.isprintable() is False for every character _XML_FORBIDDEN removes (Cc, Cs, and the
+# non-characters U+FFFE/U+FFFF), so printable text has none; and " ".join(t.split())
+# equals _SPACES.sub(" ", t).strip() (both use Python's definition of white space).
+
+
 def clean(value: object, replacements: dict[str, str] | None = None) -> str:
     """Plain text for an invoice: quotes plain, forbidden characters out, spaces collapsed."""
     if value is None:
         return ""
     text = str(value)
-    for old, new in (replacements or DEFAULT_REPLACEMENTS).items():
-        if old in text:
-            text = text.replace(old, new)
-    return _SPACES.sub(" ", strip_control(text)).strip()
+    if replacements is None and _DEFAULT_NON_ASCII and text.isascii():
+        pass
+    else:
+        for old, new in (replacements or DEFAULT_REPLACEMENTS).items():
+            if old in text:
+                text = text.replace(old, new)
+    if not text.isprintable():
+        text = strip_control(text)
+    return " ".join(text.split())
 
 
 def normalise_email(value: object) -> str:
@@ -146,6 +166,33 @@ FILTERS = {
     "compact": compact,
 }
 
+class NoMatch(LookupError):
+    """Raised by ``one``: its message is the mapping's own, shown as it is."""
+
+
+def valid_on(items: Any, day: object, valid_from: str = "validFrom", valid_until: str = "validUntil") -> list:
+    """The items whose [valid_from, valid_until] range (null = open) holds ``day`` (YYYY-MM-DD)."""
+    text = str(day)[:10]
+    out = []
+    for item in items or ():
+        start, end = item.get(valid_from), item.get(valid_until)
+        if start and str(start)[:10] > text:
+            continue
+        if end and str(end)[:10] < text:
+            continue
+        out.append(item)
+    return out
+
+
+def one(items: Any, message: str = "nothing matched") -> Any:
+    """The first item, or a failure with ``message`` (the record is quarantined with it)."""
+    for item in items or ():
+        return item
+    raise NoMatch(message)
+
+
+FILTERS.update({"valid_on": valid_on, "one": one})
+
 TESTS = {
     "matching": regex_match,
 }
@@ -157,3 +204,20 @@ def clean_xml_text(text: str, replacements: dict[str, str]) -> str:
         if old in text:
             text = text.replace(old, new)
     return strip_control(text).strip()
+
+
+def xml_cleaner(replacements: dict[str, str]):
+    """``clean_xml_text`` for one replacement table, as a one-argument function (faster)."""
+    items = tuple(replacements.items())
+    skip_ascii = _all_non_ascii(replacements)
+
+    def clean_text(text: str) -> str:
+        if not (skip_ascii and text.isascii()):
+            for old, new in items:
+                if old in text:
+                    text = text.replace(old, new)
+        if not text.isprintable():
+            text = _XML_FORBIDDEN.sub("", text)
+        return text.strip()
+
+    return clean_text

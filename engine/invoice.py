@@ -17,7 +17,7 @@ from typing import Any
 
 from . import money
 from .errors import OrderError
-from .expressions import EvaluationError
+from .expressions import EvaluationError, allow_fields
 from .money import ZERO
 
 
@@ -57,6 +57,12 @@ class Invoice:
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
+
+
+allow_fields(Line, ("kind", "description", "article_code", "quantity", "rate", "excl", "vat", "incl", "vat_class",
+                   "unit_price_excl"))
+allow_fields(Invoice, ("description", "date", "payment_code", "currency", "lines", "total_excl", "total_vat",
+                      "total_incl", "flags"))
 
 
 def _eval(expr, ctx, what: str):

@@ -40,8 +40,14 @@ def round_cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+_EXPONENTS = {places: Decimal(1).scaleb(-places) for places in range(0, 9)}
+
+
 def round_to(value: Decimal, places: int) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    exponent = _EXPONENTS.get(places)
+    if exponent is None:
+        exponent = Decimal(1).scaleb(-places)
+    return value.quantize(exponent, rounding=ROUND_HALF_UP)
 
 
 def vat_from_incl(incl: Decimal, rate: Decimal) -> Decimal:

@@ -34,6 +34,7 @@ class Outbox:
             stale.unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
+        """The file ``name`` in the outbox (an absolute path is taken as it is)."""
         return self.directory / name
 
     def exists(self, name: str) -> bool:
@@ -58,12 +59,17 @@ class Outbox:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
+            _rename_no_replace(tmp, final)
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            raise DeliveryError(f"cannot write {final}: a file of that name appeared in the outbox "
+                                f"(is another mapper writing there?); it was left as it is, nothing "
+                                f"was lost, the orders are delivered by the next run") from None
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise DeliveryError(f"cannot write {final}: {exc.strerror or exc}; nothing was lost, "
@@ -71,3 +77,21 @@ class Outbox:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _rename_no_replace(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final`` atomically, never over an existing file (FileExistsError).
+
+    A hard link is atomic and refuses an existing target; where the file system has no hard
+    links, fall back to a check and ``os.replace``.
+    """
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise
+    except OSError:
+        if final.exists():
+            raise FileExistsError(str(final)) from None
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)

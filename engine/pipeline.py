@@ -30,9 +30,10 @@ class Converted:
     number: str
     created: str
     invoice: Invoice
-    element: etree._Element
+    element: etree._Element | None  # None when the mapping has no XML output
     preview: list[Any]
     flags: list[str] = field(default_factory=list)
+    context: dict[str, Any] | None = None  # what the templates saw: an API destination renders from it
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Converter:
             if proposed in (None, ""):
                 raise OrderError("no debtor number: customer.number and customer.fallback_number are empty",
                                  field="customer.number")
-            match = self.matcher.match(key, str(proposed), name)
+            match = self.matcher.match(key, str(proposed), name, ctx)
             debtor = match.number
             flags.extend(match.flags)
         elif m.customer_without_key is not None:
@@ -130,8 +131,10 @@ class Converter:
         flags.extend(invoice.flags)
         ctx["invoice"] = invoice
 
-        element = render(m.record_element, ctx, m.replacements)[0]
-        self.validator.check(element)
+        element = None
+        if m.record_element is not None:
+            element = render(m.record_element, ctx, m.replacements)[0]
+            self.validator.check(element)
         created = self._eval(m.record_created, ctx, "record.created")
         preview = []
         for col in m.columns:
@@ -139,7 +142,7 @@ class Converter:
                 preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
             else:
                 preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
-        return Converted(shop_id, number, str(created), invoice, element, preview, flags)
+        return Converted(shop_id, number, str(created), invoice, element, preview, flags, ctx)
 
     @staticmethod
     def _text(tmpl, ctx, what: str) -> str:

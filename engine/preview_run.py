@@ -14,6 +14,7 @@ from .clock import now
 from .document import BatchInfo, DocumentBuilder, Validator
 from .mapping import Mapping_
 from .money import ZERO
+from .errors import OrderError
 from .pipeline import Converted, Converter, Excluded, Quarantined, in_window
 
 
@@ -23,7 +24,8 @@ class Summary:
     converted: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     quarantined: list[Quarantined] = field(default_factory=list)
-    flags: list[tuple[str, str]] = field(default_factory=list)  # (order number, message)
+    flags: list[tuple[str, str]] = field(default_factory=list)  # (order number, message), up to max_rows
+    flag_count: int = 0
     rows: list[list[Any]] = field(default_factory=list)  # preview rows, up to max_rows
     totals: list[Decimal | None] = field(default_factory=list)
     outside_window: int = 0
@@ -31,10 +33,11 @@ class Summary:
 
 def dry_run(mapping: Mapping_, records: Iterable[Any], out: BinaryIO | None, *,
             since: date | None = None, until: date | None = None, max_rows: int = 500,
-            converter: Converter | None = None) -> Summary:
+            converter: Converter | None = None, bodies: Any = None) -> Summary:
+    """``bodies``: for a mapping without XML output, renders what would be posted (JSON lines)."""
     validator = Validator(mapping.xsd_path)
     converter = converter or Converter(mapping, validator=validator)
-    builder = DocumentBuilder(mapping, validator)
+    builder = DocumentBuilder(mapping, validator) if bodies is None else bodies
     s = Summary(totals=[ZERO if c.amount is not None else None for c in mapping.columns])
     for record in records:
         if since or until:
@@ -49,14 +52,20 @@ def dry_run(mapping: Mapping_, records: Iterable[Any], out: BinaryIO | None, *,
         elif isinstance(outcome, Quarantined):
             s.quarantined.append(outcome)
         elif isinstance(outcome, Converted):
+            try:
+                builder.add(outcome.element if bodies is None else outcome)
+            except OrderError as exc:
+                s.quarantined.append(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
+                continue
             s.converted += 1
-            builder.add(outcome.element)
             for i, v in enumerate(outcome.preview):
                 if s.totals[i] is not None:
                     s.totals[i] += v
             if len(s.rows) < max_rows:
                 s.rows.append(outcome.preview)
-            s.flags.extend((outcome.number, f) for f in outcome.flags)
+            s.flag_count += len(outcome.flags)
+            if len(s.flags) < max_rows:
+                s.flags.extend((outcome.number, f) for f in outcome.flags)
     if out is not None:
         stamp = now()
         batch = BatchInfo(id=f"{mapping.name}-preview-{stamp:%Y%m%dT%H%M%SZ}",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
@@ -31,6 +31,7 @@ from .outbox import Outbox
 from .pipeline import Converted, Converter, Excluded, Quarantined, in_window
 from .sources.fixtures import BrokenRecord
 from .state import OrderRef, StateStore
+from .state.base import clean_reason
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
 
@@ -83,6 +84,7 @@ class Runner:
         r = self.result
         r.run_id = self.store.begin_run(name, self._stamp, "backfill" if self.since else "daily")
         try:
+            self._close_interrupted_runs()
             self.outbox.prepare()
             self._recover()
             self._delivered_this_year = self.store.delivered_count(name, self._stamp.year)
@@ -115,8 +117,17 @@ class Runner:
         return r
 
     # -- stages -----------------------------------------------------------------------------
+    def _close_interrupted_runs(self) -> None:
+        """Earlier runs that never finished were killed (the caller holds the run lock): say so,
+        instead of showing them as running for ever."""
+        for run in self.store.last_runs(self.m.name, 100):
+            if run.finished_at is None and run.id != self.result.run_id:
+                self.store.finish_run(run.id, "interrupted", run.counts, finished_at=clock_now())
+
     def _recover(self) -> None:
         for batch in self.store.pending_batches(self.m.name):
+            # file_name is the absolute path the batch was written to (a plain name in older
+            # states): a run with another --outbox must not redo a file that made it elsewhere
             if self.outbox.exists(batch.file_name):
                 self.store.mark_delivered(batch.id, self.outbox.checksum(batch.file_name), clock_now())
                 self.store.release(self.m.name, [o.shop_id for o in batch.orders])
@@ -138,7 +149,10 @@ class Runner:
                 created = self._created(record)
                 if created is not None and not in_window(created, date.fromisoformat(window["start"]), self.until):
                     continue
-                seen.add(self._id(record))
+                shop_id = self._id(record)
+                if shop_id and shop_id in seen:   # listed twice (a page shifted, a copied file): once is enough
+                    continue
+                seen.add(shop_id)
             yield record
         extra = [h.shop_id for h in self.store.hints(self.m.name)]
         extra += [q.shop_id for q in self.store.open_quarantine(self.m.name)]
@@ -157,9 +171,16 @@ class Runner:
         r = self.result
         name = self.m.name
         dropped = self.store.dropped(name)
+        hinted = {h.shop_id for h in self.store.hints(name)}
+        in_quarantine = {q.shop_id for q in self.store.open_quarantine(name)}
         for chunk in _chunks(self._records(), self.chunk):
             ids = [self._id(rec) for rec in chunk]
             done = self.store.delivered(name, [i for i in ids if i])
+            # a hint for an order that is delivered or dropped has done its work: without this
+            # it stays, and every later run fetches that order again
+            settled = [i for i in ids if i in hinted and (i in done or i in dropped)]
+            if settled:
+                self.store.clear_hints(name, settled)
             for rec, shop_id in zip(chunk, ids):
                 r.counts["fetched"] += 1
                 if shop_id in done:
@@ -172,7 +193,11 @@ class Runner:
                 if isinstance(outcome, Excluded):
                     r.counts["excluded"] += 1
                     self.store.clear_hints(name, [outcome.shop_id])
+                    if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix
+                        self.store.release(name, [outcome.shop_id])
                 elif isinstance(outcome, Quarantined):
+                    # the run's output and report say no more than the state keeps (e-mail redacted)
+                    outcome = replace(outcome, reason=clean_reason(outcome.reason))
                     r.counts["quarantined"] += 1
                     r.quarantined.append(outcome)
                     self.store.quarantine(name, outcome.shop_id, outcome.number, outcome.reason, clock_now())
@@ -190,7 +215,8 @@ class Runner:
             self._seq += 1
             info = self._batch_info(builder.count)
             file_name = self._file_name(info)
-        self.store.create_batch(self.m.name, info.id, file_name, refs, created_at=clock_now(), run_id=r.run_id)
+        self.store.create_batch(self.m.name, info.id, str(self.outbox.path(file_name).absolute()), refs,
+                                created_at=clock_now(), run_id=r.run_id)
         with self.outbox.write(file_name) as f:
             builder.write(f, info.as_context())
         self.store.mark_delivered(info.id, self.outbox.checksum(file_name), clock_now())

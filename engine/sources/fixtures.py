@@ -8,6 +8,7 @@ comes through as a :class:`BrokenRecord` and is quarantined under its file name.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,13 +37,18 @@ class FixtureSource:
 
     def records(self, window: dict | None = None) -> Iterator[dict | BrokenRecord]:
         """Every file's record; the window is applied by the pipeline, by creation date."""
-        files = sorted(self.directory.glob("*.json"))
-        if not files:
+        # Names, not Path objects: at 100,000 orders the list of Paths alone took ~35 MB.
+        # Same selection and order as sorted(directory.glob("*.json")).
+        with os.scandir(self.directory) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".json"))
+        if not names:
             raise SourceError(f"no .json files in {self.directory}")
-        for path in files:
+        directory = self.directory
+        for name in names:
+            path = directory / name
             try:
-                with path.open("rb") as f:
-                    data = json.load(f, parse_float=Decimal)
+                with open(path, "rb") as f:
+                    data = json.loads(f.read(), parse_float=Decimal)
             except json.JSONDecodeError as exc:
                 yield BrokenRecord(path.name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
                 continue

@@ -393,6 +393,10 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def dropped(self, mapping: str) -> set[str]: ...
 
+    @abc.abstractmethod
+    def dropped_entries(self, mapping: str) -> list[QuarantineEntry]:
+        """Dropped orders with their number and reason (for retry by order number)."""
+
     # ---- webhook hints
     @abc.abstractmethod
     def add_hint(self, mapping: str, shop_id: str, event: str, at: datetime) -> bool:

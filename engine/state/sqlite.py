@@ -217,15 +217,19 @@ class SQLiteStateStore(StateStore):
         self._writable(what)
         with self._mutex:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                else:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # disk full, I/O error, lock timeout: one clear sentence
+                raise StateError(f"cannot {what} in the state database {self.location}: {exc}; "
+                                 f"nothing was marked done that was not done, run again") from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -461,6 +465,13 @@ class SQLiteStateStore(StateStore):
         with self._mutex:
             rows = self._db().execute(
                 f"SELECT {self._Q_COLS} FROM quarantine WHERE mapping = ? AND status = 'open' "
+                "ORDER BY first_seen, shop_id", (mapping,)).fetchall()
+        return [self._q(r) for r in rows]
+
+    def dropped_entries(self, mapping: str) -> list[QuarantineEntry]:
+        with self._mutex:
+            rows = self._db().execute(
+                f"SELECT {self._Q_COLS} FROM quarantine WHERE mapping = ? AND status = 'dropped' "
                 "ORDER BY first_seen, shop_id", (mapping,)).fetchall()
         return [self._q(r) for r in rows]
 

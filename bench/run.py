@@ -1,0 +1,180 @@
+"""Benchmark: the engine end to end against the hand-written baseline, at 1k, 10k and 100k orders.
+
+    python bench/run.py            # 1,000 / 10,000 / 100,000 orders (about 5-8 minutes)
+    python bench/run.py --quick    # 1,000 / 10,000 only
+
+For each size the orders are generated once (full-size CCV orders, fixed seed, cached under
+$MAPPER_BENCH_CACHE or /tmp/mapper-bench-cache; see bench/generate.py). Each measurement is
+a fresh process, exactly what a user runs:
+
+    engine:    python cli.py dry-run mappings/ccvshop_asperion.yaml --fixtures DIR --out FILE
+    baseline:  python bench/baseline.py --fixtures DIR --out FILE
+
+so the time includes start-up, loading the mapping and the XSD, reading and parsing every
+order, checks, debtor matching, VAT, rendering, per-order XSD validation and writing the
+file; peak RSS is that process's own (``os.wait4``). Engine and baseline runs alternate; the
+medians are reported. Both outputs are compared byte for byte at every size. Also timed:
+``mapper validate`` and ``mapper --help`` (median of 5).
+
+Prints a table and writes bench/results/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.generate import CACHE, SEED, fixture_dir  # noqa: E402
+
+MAPPING = ROOT / "mappings" / "ccvshop_asperion.yaml"
+RESULTS = ROOT / "bench" / "results" / "bench.json"
+FROZEN_NOW = "2026-11-26T21:00:00Z"
+
+TARGETS = {"ratio_100k": 1.3, "orders_per_s_100k": 2500, "rss_growth_mb": 40, "validate_s": 0.5, "help_s": 0.3}
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MAPPER_NOW"] = FROZEN_NOW                 # same header bytes in both outputs
+    env.pop("MAPPER_DEBTOR_KEY", None)             # dry-run matches debtors in-file, as the baseline does
+    env["MAPPER_STATE"] = str(tmp / "no-state.sqlite")  # never created: read-only open of a missing state
+    env["PYTHONHASHSEED"] = "0"
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    return env
+
+
+def measure(cmd: list[str], env: dict[str, str], ok=(0,)) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode not in ok:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{err}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bench_size(n: int, runs: int, tmp: Path, env: dict[str, str]) -> dict:
+    directory = fixture_dir(n)
+    engine_out, base_out = tmp / f"engine-{n}.xml", tmp / f"baseline-{n}.xml"
+    engine_cmd = [sys.executable, str(ROOT / "cli.py"), "dry-run", str(MAPPING), "--fixtures", str(directory),
+                  "--out", str(engine_out)]
+    base_cmd = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--fixtures", str(directory),
+                "--out", str(base_out)]
+    engine, base = [], []
+    for _ in range(runs):  # alternate, so drift in the machine's load hits both alike
+        engine.append(measure(engine_cmd, env, ok=(0, 3)))  # 3 = success with quarantined orders
+        base.append(measure(base_cmd, env))
+    identical = _digest(engine_out) == _digest(base_out)
+    size_mb = engine_out.stat().st_size / 1e6
+    engine_out.unlink()
+    base_out.unlink()
+
+    def summary(samples):
+        t = statistics.median(s[0] for s in samples)
+        return {"seconds": round(t, 3), "orders_per_s": round(n / t), "rss_mb": round(statistics.median(s[1] for s in samples), 1),
+                "runs": [{"seconds": round(w, 3), "rss_mb": round(r, 1)} for w, r in samples]}
+
+    e, b = summary(engine), summary(base)
+    return {"orders": n, "engine": e, "baseline": b, "ratio": round(e["seconds"] / b["seconds"], 3),
+            "identical_output": identical, "output_mb": round(size_mb, 1)}
+
+
+def bench_cli(args: list[str], env: dict[str, str], runs: int = 5) -> dict:
+    times = [measure([sys.executable, str(ROOT / "cli.py"), *args], env)[0] for _ in range(runs)]
+    return {"seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="engine vs hand-written baseline, end to end")
+    p.add_argument("--quick", action="store_true", help="only 1,000 and 10,000 orders")
+    p.add_argument("--sizes", type=int, nargs="+", help="order counts (default 1000 10000 100000)")
+    p.add_argument("--runs", type=int, default=3, help="runs per size below 100,000 (default 3)")
+    p.add_argument("--runs-large", type=int, default=2, help="runs at 100,000 and above (default 2)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    args = p.parse_args(argv)
+    sizes = args.sizes or ([1000, 10000] if args.quick else [1000, 10000, 100000])
+
+    started = time.perf_counter()
+    results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                 "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
+                     "seed": SEED, "cache": str(CACHE), "targets": TARGETS, "sizes": []}
+    with tempfile.TemporaryDirectory(prefix="mapper-bench-") as t:
+        tmp = Path(t)
+        env = _env(tmp)
+        for n in sizes:
+            t0 = time.perf_counter()
+            fixture_dir(n)
+            gen = time.perf_counter() - t0
+            if gen > 1:
+                print(f"generated {n:,} orders in {gen:.0f} s", file=sys.stderr)
+            row = bench_size(n, args.runs_large if n >= 100000 else args.runs, tmp, env)
+            results["sizes"].append(row)
+            print(f"{n:>7,} orders: engine {row['engine']['orders_per_s']:>6,}/s {row['engine']['rss_mb']:>6.1f} MB | "
+                  f"baseline {row['baseline']['orders_per_s']:>6,}/s {row['baseline']['rss_mb']:>6.1f} MB | "
+                  f"ratio {row['ratio']:.2f}", file=sys.stderr)
+        results["validate"] = bench_cli(["validate", str(MAPPING)], env)
+        results["help"] = bench_cli(["--help"], env)
+
+    rows = results["sizes"]
+    small, large = rows[0], rows[-1]
+    results["rss_growth_mb"] = {
+        "from": small["orders"], "to": large["orders"],
+        "engine": round(large["engine"]["rss_mb"] - small["engine"]["rss_mb"], 1),
+        "baseline": round(large["baseline"]["rss_mb"] - small["baseline"]["rss_mb"], 1)}
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    at_100k = next((r for r in rows if r["orders"] == 100000), None)
+    results["targets_met"] = {
+        "ratio_100k": at_100k and at_100k["ratio"] <= TARGETS["ratio_100k"],
+        "orders_per_s_100k": at_100k and at_100k["engine"]["orders_per_s"] >= TARGETS["orders_per_s_100k"],
+        "rss_growth_mb": results["rss_growth_mb"]["engine"] <= TARGETS["rss_growth_mb"] if at_100k else None,
+        "validate_s": results["validate"]["seconds"] < TARGETS["validate_s"],
+        "help_s": results["help"]["seconds"] < TARGETS["help_s"],
+        "identical_output": all(r["identical_output"] for r in rows),
+    }
+
+    print()
+    print(f"{'orders':>8} | {'engine/s':>8} {'RSS MB':>7} | {'baseline/s':>10} {'RSS MB':>7} | {'ratio':>5} | same bytes")
+    print("-" * 70)
+    for r in rows:
+        print(f"{r['orders']:>8,} | {r['engine']['orders_per_s']:>8,} {r['engine']['rss_mb']:>7.1f} | "
+              f"{r['baseline']['orders_per_s']:>10,} {r['baseline']['rss_mb']:>7.1f} | {r['ratio']:>5.2f} | "
+              f"{'yes' if r['identical_output'] else 'NO'}")
+    g = results["rss_growth_mb"]
+    print(f"RSS({g['to']:,}) - RSS({g['from']:,}): engine {g['engine']:+.1f} MB, baseline {g['baseline']:+.1f} MB")
+    print(f"mapper validate: {results['validate']['seconds']:.3f} s   mapper --help: {results['help']['seconds']:.3f} s "
+          f"(median of 5)")
+    print(f"targets: " + ", ".join(f"{k} {'ok' if v else ('n/a' if v is None else 'MISSED')}"
+                                   for k, v in results["targets_met"].items()))
+    print(f"total {results['wall_seconds']:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"-> {args.out}")
+    return 0 if results["targets_met"]["identical_output"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

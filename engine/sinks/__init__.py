@@ -1,0 +1,1 @@
+"""Destinations: where converted records go (a directory outbox, or a REST API)."""
