@@ -219,16 +219,23 @@ def run(
                 box = outbox or os.environ.get("MAPPER_OUTBOX") or ((m.sink or {}).get("directory") or {}).get("path") or "outbox"
                 plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
                 progress = _progress() if sys.stderr.isatty() else None
-                matcher, _ = build_matcher(m, store, readonly=False, environ=dict(os.environ))
-                with store.run_lock(m.name, wait):
-                    runner = Runner(m, source, store, Outbox(box), plan=plan, since=since_d or default_since,
-                                    until=until_d, progress=progress, matcher=matcher)
-                    try:
-                        result = runner.run()
-                    finally:
-                        if progress:
-                            sys.stderr.write("\n")
-                        _write_report(m, runner.result, report, box)
+                with _destination(m) as dest:
+                    if dest is not None:
+                        from engine.sinks.api import ApiDebtorMatcher
+                        matcher, target = ApiDebtorMatcher(dest, readonly=False), None
+                        box = dest.spec["http"].get("name") or "the API"
+                    else:
+                        matcher, _ = build_matcher(m, store, readonly=False, environ=dict(os.environ))
+                        target = Outbox(box)
+                    with store.run_lock(m.name, wait):
+                        runner = Runner(m, source, store, target, plan=plan, since=since_d or default_since,
+                                        until=until_d, progress=progress, matcher=matcher, destination=dest)
+                        try:
+                            result = runner.run()
+                        finally:
+                            if progress:
+                                sys.stderr.write("\n")
+                            _write_report(m, runner.result, report, box)
     except LockBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BUSY) from None

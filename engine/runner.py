@@ -1,36 +1,33 @@
 """`mapper run`: intake -> convert -> deliver exactly once -> record.
 
-Exactly once (design principle 5), with the state store and the outbox:
+Exactly once (design principle 5), with the state store and a sink:
 
-1. recover: a pending batch whose file is in the outbox was renamed into place before a
-   crash -> mark it delivered; one whose file is missing never left -> discard it and
-   re-fetch its orders by id (they become hints), so they go out in this run;
+1. recover: the sink finishes or redoes what a crashed run left pending
+   (:mod:`engine.sinks.directory`, :mod:`engine.sinks.api`);
 2. intake: the poll window (paid orders created in the look-back, or --since/--until), plus
    webhook hints and open quarantine, each re-fetched from the source by id;
 3. skip what is delivered; convert the rest; quarantine what fails, with its reason;
-4. per file (at most ``output.per_file`` orders): record the batch as pending, write the
-   file to a temporary name, fsync, rename, then mark the batch delivered.
+4. deliver through the sink: every order recorded as pending before it leaves, and as
+   delivered once it has (a whole file in the outbox, or an object created by the API).
 
 Two runs of one mapping never overlap (the store's run lock).
 """
 
 from __future__ import annotations
 
-import sys
-import uuid
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
 from .clock import now as clock_now
-from .document import BatchInfo, DocumentBuilder, Validator
-from .errors import DeliveryError, MappingError
-from .expressions import EvaluationError, Template
+from .document import Validator
+from .errors import MappingError, OrderError
+from .expressions import EvaluationError
 from .mapping import Mapping_
 from .outbox import Outbox
-from .pipeline import Converted, Converter, Excluded, Quarantined, in_window
+from .pipeline import Converter, Excluded, Quarantined, in_window
 from .sources.fixtures import BrokenRecord
-from .state import OrderRef, StateStore
+from .state import StateStore
 from .state.base import clean_reason
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
@@ -56,14 +53,14 @@ def plan_limit(plan: str) -> int | None:
 
 
 class Runner:
-    def __init__(self, mapping: Mapping_, source: Any, store: StateStore, outbox: Outbox, *,
+    def __init__(self, mapping: Mapping_, source: Any, store: StateStore, outbox: Outbox | None = None, *,
                  plan: str = "plus", since: date | None = None, until: date | None = None,
                  progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200,
-                 matcher: Any = None):
+                 matcher: Any = None, destination: Any = None):
+        """``outbox`` for a file mapping; ``destination`` (an ApiDestination) for an API one."""
         self.m = mapping
         self.source = source
         self.store = store
-        self.outbox = outbox
         self.limit = plan_limit(plan)
         self.plan = plan
         self.since, self.until = since, until
@@ -72,37 +69,42 @@ class Runner:
         self.validator = Validator(mapping.xsd_path)
         self.converter = Converter(mapping, matcher=matcher, validator=self.validator)
         self.result = RunResult()
-        self._file_template = Template(((mapping.sink or {}).get("directory") or {}).get(
-            "name", f"{mapping.name}-{{{{ batch.date }}}}-{{{{ batch.seq }}}}.xml"))
         self._stamp = clock_now()
-        self._seq = 0
         self._delivered_this_year = 0
+        self._outbox, self._destination = outbox, destination
+
+    def _sink(self) -> Any:
+        if self._destination is not None:
+            from .sinks.api import ApiSink
+            return ApiSink(self._destination, self.store, self.m.name, clock_now, self.result.run_id)
+        from .sinks.directory import DirectorySink
+        return DirectorySink(self.m, self.store, self._outbox, self.validator, self._stamp, clock_now,
+                             self.result.run_id)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> RunResult:
         name = self.m.name
         r = self.result
         r.run_id = self.store.begin_run(name, self._stamp, "backfill" if self.since else "daily")
+        sink = self._sink()
         try:
             self._close_interrupted_runs()
-            self.outbox.prepare()
-            self._recover()
+            sink.prepare()
+            for key, n in sink.recover().items():
+                r.counts[key] += n
             self._delivered_this_year = self.store.delivered_count(name, self._stamp.year)
-            builder = self._new_builder()
-            batch_refs: list[OrderRef] = []
             for outcome in self._outcomes():
-                if isinstance(outcome, Converted):
-                    if self.limit is not None and self._delivered_this_year + len(batch_refs) >= self.limit:
-                        r.counts["held_by_plan"] += 1
-                        continue
-                    builder.add(outcome.element)
-                    batch_refs.append(OrderRef(outcome.shop_id, outcome.number, outcome.invoice.date))
-                    r.flags.extend((outcome.number, f) for f in outcome.flags)
-                    if len(batch_refs) >= self.m.per_file:
-                        self._deliver(builder, batch_refs)
-                        builder, batch_refs = self._new_builder(), []
-            if batch_refs:
-                self._deliver(builder, batch_refs)
+                if self.limit is not None and self._delivered_this_year + sink.pending >= self.limit:
+                    r.counts["held_by_plan"] += 1
+                    continue
+                try:
+                    delivered = sink.accept(outcome)
+                except OrderError as exc:
+                    self._quarantine(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
+                    continue
+                r.flags.extend((outcome.number, f) for f in outcome.flags)
+                self._delivered(delivered)
+            self._delivered(sink.finish())
             if r.counts["held_by_plan"]:
                 r.messages.append(
                     f"plan {self.plan}: {self.limit} invoices a year reached; {r.counts['held_by_plan']} paid "
@@ -113,8 +115,26 @@ class Runner:
             r.messages.append(str(exc))
             raise
         finally:
+            r.files = list(sink.files)
+            r.counts["files"] = len(r.files)
+            sink.close()
             self.store.finish_run(r.run_id, r.outcome, r.counts, finished_at=clock_now())
         return r
+
+    def _delivered(self, shop_ids: list[str]) -> None:
+        if not shop_ids:
+            return
+        self.store.release(self.m.name, shop_ids)
+        self.store.clear_hints(self.m.name, shop_ids)
+        self.result.counts["delivered"] += len(shop_ids)
+        self._delivered_this_year += len(shop_ids)
+
+    def _quarantine(self, outcome: Quarantined) -> None:
+        # the run's output and report say no more than the state keeps (e-mail redacted)
+        outcome = replace(outcome, reason=clean_reason(outcome.reason))
+        self.result.counts["quarantined"] += 1
+        self.result.quarantined.append(outcome)
+        self.store.quarantine(self.m.name, outcome.shop_id, outcome.number, outcome.reason, clock_now())
 
     # -- stages -----------------------------------------------------------------------------
     def _close_interrupted_runs(self) -> None:
@@ -123,20 +143,6 @@ class Runner:
         for run in self.store.last_runs(self.m.name, 100):
             if run.finished_at is None and run.id != self.result.run_id:
                 self.store.finish_run(run.id, "interrupted", run.counts, finished_at=clock_now())
-
-    def _recover(self) -> None:
-        for batch in self.store.pending_batches(self.m.name):
-            # file_name is the absolute path the batch was written to (a plain name in older
-            # states): a run with another --outbox must not redo a file that made it elsewhere
-            if self.outbox.exists(batch.file_name):
-                self.store.mark_delivered(batch.id, self.outbox.checksum(batch.file_name), clock_now())
-                self.store.release(self.m.name, [o.shop_id for o in batch.orders])
-                self.result.counts["recovered"] += 1
-            else:
-                self.store.discard_batch(batch.id, clock_now())
-                for ref in batch.orders:
-                    self.store.add_hint(self.m.name, ref.shop_id, "redo", clock_now())
-                self.result.counts["redone"] += 1
 
     def _records(self) -> Iterator[Any]:
         """The window's records, then hints and open quarantine re-fetched by id."""
@@ -196,54 +202,13 @@ class Runner:
                     if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix
                         self.store.release(name, [outcome.shop_id])
                 elif isinstance(outcome, Quarantined):
-                    # the run's output and report say no more than the state keeps (e-mail redacted)
-                    outcome = replace(outcome, reason=clean_reason(outcome.reason))
-                    r.counts["quarantined"] += 1
-                    r.quarantined.append(outcome)
-                    self.store.quarantine(name, outcome.shop_id, outcome.number, outcome.reason, clock_now())
+                    self._quarantine(outcome)
                 else:
                     yield outcome
             if self.progress:
                 self.progress(r.counts)
 
-    def _deliver(self, builder: DocumentBuilder, refs: list[OrderRef]) -> None:
-        r = self.result
-        self._seq += 1
-        info = self._batch_info(builder.count)
-        file_name = self._file_name(info)
-        while self.outbox.exists(file_name):  # an earlier run's file of the same day
-            self._seq += 1
-            info = self._batch_info(builder.count)
-            file_name = self._file_name(info)
-        self.store.create_batch(self.m.name, info.id, str(self.outbox.path(file_name).absolute()), refs,
-                                created_at=clock_now(), run_id=r.run_id)
-        with self.outbox.write(file_name) as f:
-            builder.write(f, info.as_context())
-        self.store.mark_delivered(info.id, self.outbox.checksum(file_name), clock_now())
-        ids = [ref.shop_id for ref in refs]
-        self.store.release(self.m.name, ids)
-        self.store.clear_hints(self.m.name, ids)
-        r.counts["delivered"] += len(refs)
-        r.counts["files"] += 1
-        r.files.append(file_name)
-        self._delivered_this_year += len(refs)
-
     # -- helpers ----------------------------------------------------------------------------
-    def _new_builder(self) -> DocumentBuilder:
-        return DocumentBuilder(self.m, self.validator)
-
-    def _batch_info(self, count: int) -> BatchInfo:
-        stamp = self._stamp
-        return BatchInfo(id=f"{self.m.name}-{stamp:%Y%m%dT%H%M%SZ}-{self._seq}-{uuid.uuid4().hex[:8]}",
-                         created=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), date=stamp.strftime("%Y-%m-%d"),
-                         seq=self._seq, count=count)
-
-    def _file_name(self, info: BatchInfo) -> str:
-        try:
-            return self._file_template({"batch": info.as_context(), "tables": self.m.tables}).strip()
-        except EvaluationError as exc:
-            raise MappingError(f"sink.directory.name: {exc}", file=str(self.m.file)) from None
-
     def _id(self, record: Any) -> str:
         if isinstance(record, BrokenRecord):
             return record.source_name

@@ -23,7 +23,7 @@ import uuid
 from typing import Any, Iterator
 
 from ..customers import Match
-from ..errors import DeliveryError, MappingError, OrderError
+from ..errors import DeliveryError, OrderError
 from ..expressions import EvaluationError, compile_expression, compile_template
 from ..filters import fold_name
 from ..jsonbody import Body, dumps
@@ -201,14 +201,25 @@ class ApiDebtorMatcher:
 class ApiSink:
     """Delivers each converted record as one created object (see the module docstring)."""
 
-    def __init__(self, dest: ApiDestination, store: Any, mapping_name: str, now):
+    pending = 0  # nothing is held back: every record is delivered when accepted
+
+    def __init__(self, dest: ApiDestination, store: Any, mapping_name: str, now, run_id: int | None = None):
         self.dest = dest
         self.store = store
         self.name = mapping_name
         self.now = now
+        self.run_id = run_id
         self.suspects: dict[str, str] = {}  # shop id -> pending batch id (maybe created already)
         self.adopted = 0
-        self.refs: dict[str, list[Any]] | None = None
+        self.created: list[str] = []
+        self.refs: dict[str, list[Any]] = {}
+
+    @property
+    def files(self) -> list[str]:
+        return [f"{self.dest.spec['http'].get('name', 'api')}: {len(self.created)} created"] if self.created else []
+
+    def prepare(self) -> None:
+        self.refs = self.dest.load_references()
 
     def recover(self) -> dict[str, int]:
         pending = self.store.pending_batches(self.name)
@@ -217,6 +228,16 @@ class ApiSink:
                 self.suspects[ref.shop_id] = batch.id
                 self.store.add_hint(self.name, ref.shop_id, "verify", self.now())
         return {"recovered": 0, "redone": len(pending)}
+
+    def accept(self, outcome) -> list[str]:
+        self.deliver(outcome, dict(outcome.context, refs=self.refs))
+        return [outcome.shop_id]
+
+    def finish(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        self.dest.close()
 
     def deliver(self, outcome, ctx: dict[str, Any]) -> str:
         """Create (or adopt) the object for one record; returns its remote id."""
@@ -231,7 +252,8 @@ class ApiSink:
         else:
             batch_id = f"{self.name}-api-{shop_id}-{uuid.uuid4().hex[:8]}"
             self.store.create_batch(self.name, batch_id, f"api:{outcome.number}",
-                                    [OrderRef(shop_id, outcome.number, outcome.invoice.date)], created_at=self.now())
+                                    [OrderRef(shop_id, outcome.number, outcome.invoice.date)], created_at=self.now(),
+                                    run_id=self.run_id)
         from ..http.client import AmbiguousWrite
         try:
             result, body = self.dest.create(self.dest.invoice_create, ctx)
@@ -247,6 +269,7 @@ class ApiSink:
             result, body = {"id": found}, found
         remote_id = str(self.dest.invoice_id(dict(ctx, result=result)))
         self.store.mark_delivered(batch_id, _checksum(body), self.now(), remote_id=remote_id)
+        self.created.append(remote_id)
         return remote_id
 
 
