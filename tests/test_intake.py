@@ -141,3 +141,17 @@ def test_malformed_webhooks_get_4xx_and_the_listener_survives(listener, body, st
     assert answer.status_code == status
     ok = requests.post(listener + "/orders.updated.ispaid", json={"id": 1}, timeout=5)
     assert ok.status_code == 200
+
+
+def test_rows_missing_for_one_order_quarantine_it_and_the_rest_go_out(shop, env):
+    sim, recent, _ = shop
+    victim = recent[0]
+    fault = sim.inject("5xx", status=404, path_contains=f"/orders/{victim['id']}/orderrows")
+    result = _run(env)
+    assert result.exit_code == 3
+    assert f"quarantined: order {victim['id']} (id {victim['id']}): record {victim['id']}:" in result.output
+    delivered = _delivered_numbers(env["outbox"])
+    assert victim["ordernumber_full"] not in delivered and len(delivered) == 4
+    sim.clear_faults()
+    _run(env)  # retried from quarantine by id: now it goes out, once
+    assert _delivered_numbers(env["outbox"]).count(victim["ordernumber_full"]) == 1

@@ -26,7 +26,8 @@ import logging
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
-from engine.http.client import HttpClient, HttpError
+from engine.http.client import HttpClient, HttpError, NotFound
+from engine.sources.fixtures import BrokenRecord
 from engine.http.pagination import PaginationError, build_paginator, dig
 
 __all__ = ["HttpSource", "SourceError"]
@@ -95,12 +96,18 @@ class HttpSource:
                 self._counts["duplicates"] += 1
                 continue
             self._seen.add(key)
-            self._expand(item, ctx)
+            try:
+                self._expand(item, ctx)
+            except NotFound as exc:  # e.g. deleted between the list and its rows: one record, not the run
+                self._counts["records"] += 1
+                yield BrokenRecord(key, f"record {key}: {exc.message}; it is fetched again next run")
+                continue
             self._counts["records"] += 1
             yield item
 
-    def lookup(self, id: Any) -> dict | None:  # noqa: A002 - the natural name
-        """One record by id, with its expansions, or ``None`` when the server says not found."""
+    def lookup(self, id: Any) -> dict | BrokenRecord | None:  # noqa: A002 - the natural name
+        """One record by id, with its expansions, or ``None`` when the server says not found
+        (a :class:`BrokenRecord` when the record is there but an expansion is not)."""
         cfg = self.lookup_config
         if not cfg.get("path"):
             raise ValueError("source: lookup.path is required for lookups")
@@ -115,7 +122,10 @@ class HttpSource:
         if not isinstance(record, dict):
             raise SourceError(f"the lookup of {path} returned a {type(record).__name__}, "
                               f"not a record object")
-        self._expand(record, ctx)
+        try:
+            self._expand(record, ctx)
+        except NotFound as exc:
+            return BrokenRecord(str(id), f"record {id}: {exc.message}; it is fetched again next run")
         return record
 
     # -- internals ------------------------------------------------------------------------
