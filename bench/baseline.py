@@ -284,10 +284,14 @@ class Converter:
         extra = dec(extra)
         charges = (("Verzendkosten", shipping), ("Betaalkosten", pay_costs),
                    (show(o["extra_costs_description"] or "Toeslag"), extra if extra > 0 else 0))
+        # prices excl. VAT: costs and discounts at the shop's own rate, as charged
+        fixed = None if include else dec(o["shipping_tax_percentage"])
         for label, amount in charges:
             amount = cents(dec(amount))
             if amount != 0:
-                for rate, part in zip(rates, allocate(amount, [weights[r] for r in rates], rates)):
+                split = [(fixed, amount)] if fixed is not None else \
+                    zip(rates, allocate(amount, [weights[r] for r in rates], rates))
+                for rate, part in split:
                     if part != 0:
                         lines.append(Line(label, "", ONE, rate, part))
         coupon = o["discountcoupon"]
@@ -304,8 +308,9 @@ class Converter:
                     for l in lines:
                         c = l.charged
                         base[l.rate] = base.get(l.rate, ZERO) + (c if include else c + cents(c * l.rate / HUNDRED))
-                shares = allocate(amount, [base.get(r, ZERO) for r in rates], rates)
-                for rate, part in zip(rates, shares):
+                shares = [(fixed, amount)] if fixed is not None else \
+                    zip(rates, allocate(amount, [base.get(r, ZERO) for r in rates], rates))
+                for rate, part in shares:
                     if part != 0:
                         lines.append(Line(label, "", ONE, rate, ZERO - part))
 

@@ -127,13 +127,24 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
 
     # Charges follow the goods: split pro rata over the goods' rate groups.
     rates = sorted(weights, reverse=True)
+    # A declared surcharge rate books charges and discounts at that one rate, as the shop
+    # charged them, instead of splitting them pro rata (bookkeeping 6.1, the alternative).
+    fixed = spec.get("surcharge_rate")
+    fixed_rate = None if fixed is None else _eval(fixed, ctx, "invoice.surcharge_rate")
+    if fixed_rate is not None:
+        fixed_rate = money.to_decimal(fixed_rate, "invoice.surcharge_rate")
+
+    def split(amount: Decimal, base: dict[Decimal, Decimal]) -> list[tuple[Decimal, Decimal]]:
+        if fixed_rate is not None:
+            return [(fixed_rate, amount)]
+        return list(zip(rates, money.allocate(amount, [base.get(r, ZERO) for r in rates], rates)))
+
     for i, term in enumerate(spec["charges"]):
         amount = money.round_cents(_amount(term.amount, ctx, f"invoice.charges[{i}].amount"))
         if amount == 0:
             continue
         label = _text(term.label, ctx, f"invoice.charges[{i}].label")
-        parts = money.allocate(amount, [weights[r] for r in rates], rates)
-        for rate, part in zip(rates, parts):
+        for rate, part in split(amount, weights):
             if part != 0:
                 line = Line("charge", label, "", Decimal(1), rate)
                 line.incl = part
@@ -145,8 +156,7 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
             continue
         label = _text(term.label, ctx, f"invoice.discounts[{i}].label")
         base = _goods_weights(lines, to_basis, kinds=("row", "charge"))
-        parts = money.allocate(amount, [base.get(r, ZERO) for r in rates], rates)
-        for rate, part in zip(rates, parts):
+        for rate, part in split(amount, base):
             if part != 0:
                 line = Line("discount", label, "", Decimal(1), rate)
                 line.incl = ZERO - part

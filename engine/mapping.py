@@ -290,6 +290,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         "tolerance": Decimal(str(inv.get("tolerance", "0"))),
         "rounding_line": None,
         "reported_vat": c.expr(("invoice", "reported_vat")),
+        "surcharge_rate": c.expr(("invoice", "surcharge_rate")),
     }
     if inv.get("rounding_line"):
         rl = inv["rounding_line"]

@@ -117,6 +117,7 @@ invoice = obj({
     "tolerance": {"type": ["string", "number"], "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "A difference up to this becomes a rounding line; beyond it the order is quarantined."},
     "rounding_line": obj({"label": t("Line text"), "rate": {"type": "number"}, "vat_class": {"type": "string"}}, ["label", "vat_class"]),
     "reported_vat": e("The shop's VAT total: a difference is reported, not quarantined"),
+    "surcharge_rate": e("When this gives a rate (not none), charges and discounts are booked at that one rate, as the shop charged them, instead of split pro rata"),
 }, ["description", "date", "prices_include_vat", "lines", "total"], "How an order becomes invoice lines and totals.")
 req_spec = lambda desc, with_body, with_match: obj(dict(
     {"path": t("Path under the API's base_url"),

@@ -144,3 +144,21 @@ def test_live_source_without_credentials_says_which_variable(tmp_path):
     result = runner.invoke(cli.app, ["dry-run", str(MAPPING)])
     assert result.exit_code == 2
     assert "environment variable CCVSHOP_URL is not set" in result.output
+
+
+def test_ex_vat_order_books_costs_at_the_shops_rate(tmp_path, frozen_clock):
+    """Prices excl. VAT: CCV adds 21% to shipping whatever the goods; the customer paid
+    that, so the invoice books shipping at 21% (invoice.surcharge_rate), not pro rata at 9%."""
+    from simulators.ccvshop_data import order_totals
+    order = load_order(FIXTURES / "18_exvat_b2b_domestic.json")
+    for row in order["orderrows"]:
+        row["tax"] = 9
+    totals = order_totals(order)
+    order["total_tax"], order["total_price"] = totals["total_tax"], totals["total_price"]
+    write_order(tmp_path, "o.json", order)
+    result = runner.invoke(cli.app, ["dry-run", str(MAPPING), "--fixtures", str(tmp_path), "--out", "-"])
+    assert result.exit_code == 0 and "1 orders in the preview" in result.stderr, result.stderr
+    xml = result.stdout
+    shipping = xml.split("<Description>Verzendkosten</Description>")[1].split("</Orderline>")[0]
+    assert "<VatPercentage>21</VatPercentage>" in shipping
+    assert f"<TotalInclVat>{totals['total_price']:.2f}</TotalInclVat>" in xml
