@@ -164,3 +164,12 @@ def test_kill_test_against_the_asperion_simulator(asperion, env, tmp_path):
     every = {json.loads(p.read_text())["ordernumber_full"] for p in shop.glob("*.json")}
     assert set(invoiced) | quarantined == every, "an order is missing"
     assert not set(invoiced) & quarantined
+
+
+def test_new_debtors_carry_kind_and_vat_number(asperion, env):
+    _run(env)
+    by_mail = {d["emailAddress"]: d for d in asperion.created_debtors}
+    icp = by_mail["inkoop@fietsenjanssens.example.be"]
+    assert (icp["debtorKindId"], icp["vatNumber"], icp["countryCode"]) == (2, "BE0412345678", "BE")
+    consumer = by_mail["sophie.fischer@example.nl"]
+    assert consumer["debtorKindId"] == 1 and "vatNumber" not in consumer or consumer.get("vatNumber") in (None, "")
