@@ -167,13 +167,15 @@ def test_ex_vat_order_books_costs_at_the_shops_rate(tmp_path, frozen_clock):
 def test_guest_without_email_on_a_declared_collective_debtor(tmp_path, frozen_clock):
     order = load_order(FIXTURES / "17_guest_new_customer.json")
     order["customer"]["email"] = ""
-    write_order(tmp_path / "shop" if (tmp_path / "shop").mkdir() is None else tmp_path, "o.json", order)
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    write_order(shop, "o.json", order)
     text = MAPPING.read_text(encoding="utf-8").replace("  without_key: quarantine ", '  without_key: {number: "9999"} ')
     text = text.replace("xsd: ../schemas/", f"xsd: {ROOT}/schemas/")
     # the XSD requires an e-mail: a collective debtor gets the shop's own address (recipe in the reference)
     text = text.replace('{element: Email, text: "{{ customer.key }}"}', '{element: Email, text: "{{ customer.key or \'kassa@demo-shop.example\' }}"}')
     mapping = tmp_path / "collective.yaml"
     mapping.write_text(text, encoding="utf-8")
-    result = runner.invoke(cli.app, ["dry-run", str(mapping), "--fixtures", str(tmp_path / "shop"), "--out", "-"])
+    result = runner.invoke(cli.app, ["dry-run", str(mapping), "--fixtures", str(shop), "--out", "-"])
     assert result.exit_code == 0, result.stderr
     assert "<DebtorNumber>9999</DebtorNumber>" in result.stdout
