@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import money
+from . import evaluate, money
 from .errors import OrderError
 from .expressions import EvaluationError, allow_fields
 from .money import ZERO
@@ -65,28 +65,7 @@ allow_fields(Invoice, ("description", "date", "payment_code", "currency", "lines
                       "total_incl", "flags"))
 
 
-def _eval(expr, ctx, what: str):
-    try:
-        return expr(ctx)
-    except EvaluationError as exc:
-        raise OrderError(f"{what}: {exc}", field=what) from None
-
-
-def _amount(expr, ctx, what: str) -> Decimal:
-    value = _eval(expr, ctx, what)
-    try:
-        return money.to_decimal(value, what)
-    except (TypeError, ValueError) as exc:
-        raise OrderError(f"{what}: {exc}", field=what) from None
-
-
-def _text(tmpl, ctx, what: str) -> str:
-    if tmpl is None:
-        return ""
-    try:
-        return tmpl(ctx)
-    except EvaluationError as exc:
-        raise OrderError(f"{what}: {exc}", field=what) from None
+_eval, _amount, _text = evaluate.value, evaluate.amount, evaluate.text
 
 
 def _euro(value: Decimal) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from lxml import etree
 
+from . import evaluate
 from .customers import DebtorMatcher, InFileMatcher
 from .document import Validator
 from .errors import OrderError
@@ -82,11 +83,8 @@ class Converter:
         except EvaluationError as exc:  # pragma: no cover - every stage wraps its own
             return Quarantined(shop_id, number, str(exc))
 
-    def _eval(self, expr, ctx, what: str):
-        try:
-            return expr(ctx)
-        except EvaluationError as exc:
-            raise OrderError(f"{what}: {exc}", field=what) from None
+    _eval = staticmethod(evaluate.value)
+    _text = staticmethod(evaluate.text)
 
     def _convert(self, record, ctx, shop_id: str, number: str) -> Outcome:
         m = self.mapping
@@ -143,15 +141,6 @@ class Converter:
             else:
                 preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
         return Converted(shop_id, number, str(created), invoice, element, preview, flags, ctx)
-
-    @staticmethod
-    def _text(tmpl, ctx, what: str) -> str:
-        if tmpl is None:
-            return ""
-        try:
-            return tmpl(ctx)
-        except EvaluationError as exc:
-            raise OrderError(f"{what}: {exc}", field=what) from None
 
     def _vat_class(self, rate: Decimal, day: str, ctx) -> tuple[str, str | None]:
         for i, rule in enumerate(self.mapping.vat_rules):

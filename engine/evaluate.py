@@ -1,0 +1,38 @@
+"""Evaluating a compiled expression or template for one record, failures named by field.
+
+A failure becomes an :class:`OrderError` naming the mapping field ("invoice.total: …"),
+so the record is quarantined with a reason that says where to look.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from . import money
+from .errors import OrderError
+from .expressions import EvaluationError
+
+
+def value(expr, ctx: dict[str, Any], what: str) -> Any:
+    try:
+        return expr(ctx)
+    except EvaluationError as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
+def amount(expr, ctx: dict[str, Any], what: str) -> Decimal:
+    result = value(expr, ctx, what)
+    try:
+        return money.to_decimal(result, what)
+    except (TypeError, ValueError) as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
+def text(tmpl, ctx: dict[str, Any], what: str) -> str:
+    if tmpl is None:
+        return ""
+    try:
+        return tmpl(ctx)
+    except EvaluationError as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
