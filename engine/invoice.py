@@ -17,7 +17,7 @@ from typing import Any
 
 from . import evaluate, money
 from .errors import OrderError
-from .expressions import EvaluationError, allow_fields
+from .expressions import allow_fields
 from .money import ZERO
 
 
