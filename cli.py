@@ -243,7 +243,7 @@ def run(
         _fail(exc)
     except http_errors() as exc:
         _fail(exc)
-    _run_summary(result, box)
+    _run_summary(result, box, api=not isinstance(target, Outbox))
     raise typer.Exit(EXIT_QUARANTINE if result.counts["quarantined"] else EXIT_OK)
 
 
@@ -282,10 +282,13 @@ def _write_report(m, result, report: Optional[Path], box) -> None:
         typer.echo(f"warning: could not write the run report {target}: {exc.strerror}", err=True)
 
 
-def _run_summary(result, box) -> None:
+def _run_summary(result, box, api: bool = False) -> None:
     c = result.counts
-    typer.echo(f"delivered {c['delivered']} orders in {c['files']} file(s) to {box}"
-               + (f": {', '.join(result.files)}" if result.files else ""))
+    if api:
+        typer.echo(f"delivered {c['delivered']} orders to {box}")
+    else:
+        typer.echo(f"delivered {c['delivered']} orders in {c['files']} file(s) to {box}"
+                   + (f": {', '.join(result.files)}" if result.files else ""))
     typer.echo(f"fetched {c['fetched']}, already delivered {c['already_delivered']}, not counted {c['excluded']}, "
                f"quarantined {c['quarantined']}, held by plan {c['held_by_plan']}"
                + (f", recovered {c['recovered']} file(s) of an interrupted run" if c["recovered"] else "")
@@ -578,7 +581,8 @@ def _report(m, summary, out, stream) -> None:
         parts.append(f"{excluded} not counted ({why})")
     if summary.outside_window:
         parts.append(f"{summary.outside_window} outside --since/--until")
-    where = " -> stdout" if out == "-" else (f" -> {out}" if out else " (no --out: XML validated, not written)")
+    what = "XML validated" if m.record_element is not None else "request bodies built"
+    where = " -> stdout" if out == "-" else (f" -> {out}" if out else f" (no --out: {what}, not written)")
     say(", ".join(parts) + where)
 
 

@@ -47,7 +47,7 @@ class Body:
             def array(ctx):
                 sub = dict(ctx)
                 out = []
-                for item in each(ctx):
+                for item in each(ctx) or ():  # null is an empty list, as for_each in the XML
                     sub[name] = item
                     v = inner(sub)
                     if v is not _OMIT:

@@ -310,6 +310,15 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
              for i, _ in enumerate(d.get("flags") or [])]
     cust = d["customer"]
     without = cust.get("without_key", "quarantine")
+    kind = (cust.get("directory") or {}).get("kind", "in_file")
+    has_api = bool((d.get("destination") or {}).get("api"))
+    if kind == "api" and not has_api:
+        c.errors.append(located.error(("customer", "directory", "kind"), "customer.directory.kind api needs destination.api",
+                                      "declare destination.api, or use kind register or in_file"))
+    if has_api and kind != "api":
+        c.errors.append(located.error(("customer", "directory", "kind") if cust.get("directory") else ("customer",),
+                                      f"with destination.api the debtors must come from the API (customer.directory.kind: api), not {kind}",
+                                      "the invoice is booked on a debtor number that must exist in the destination"))
     output = d.get("output") or {}
     document = c.element(("output", "document"), in_document=True) if output else None
     record_element = c.element(("output", "record"), in_document=False) if output else None

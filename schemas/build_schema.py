@@ -72,7 +72,10 @@ http = obj({
     "error_body": obj({"code": {"type": "string"}, "message": {"type": "string"}}),
 }, ["base_url", "auth"], "The shop's REST API.")
 source = obj({"http": http, "records": records,
-              "lookup": obj({"path": t("Path of one record by {{ id }}")}, ["path"], "Fetch one record by id (webhook hints).")},
+              "lookup": obj({"path": t("Path of one record by {{ id }}"),
+                             "params": {"type": "object", "additionalProperties": TMPL},
+                             "item": {"type": "string", "description": "Where the record is in the answer (dotted key; default the answer itself)."}},
+                            ["path"], "Fetch one record by id (webhook hints)."),},
              desc="Where records come from. `mapper dry-run --fixtures DIR` reads a directory instead.")
 element = {"$ref": "#/$defs/element"}
 element_def = obj({

@@ -53,3 +53,14 @@ def test_missing_parent(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: nope.yaml\n", encoding="utf-8")
     with pytest.raises(MappingError, match=r"a.yaml:1:\d+: extends: cannot read nope.yaml"):
         load_mapping(tmp_path / "a.yaml")
+
+
+def test_api_destination_needs_api_debtors(tmp_path):
+    api = MAPPING.parent / "ccvshop_asperion_api.yaml"
+    child = tmp_path / "c.yaml"
+    child.write_text(f"extends: {api}\nname: c\ncustomer:\n  directory: {{kind: register}}\n", encoding="utf-8")
+    with pytest.raises(MappingError, match=r"c.yaml:4:\d+: with destination.api the debtors must come from the API"):
+        load_mapping(child)
+    child.write_text(f"extends: {MAPPING}\nname: c\ncustomer:\n  directory: {{kind: api}}\n", encoding="utf-8")
+    with pytest.raises(MappingError, match="kind api needs destination.api"):
+        load_mapping(child)

@@ -216,7 +216,8 @@ class ApiSink:
 
     @property
     def files(self) -> list[str]:
-        return [f"{self.dest.spec['http'].get('name', 'api')}: {len(self.created)} created"] if self.created else []
+        """Nothing is written to files: the run reports the created objects' ids instead."""
+        return []
 
     def prepare(self) -> None:
         self.refs = self.dest.load_references()
@@ -260,12 +261,12 @@ class ApiSink:
         except OrderError:
             self.store.discard_batch(batch_id, self.now())
             raise
-        except AmbiguousWrite:
+        except AmbiguousWrite as exc:
             found = self.dest.find_invoice(ctx)
             if found is None:
                 self.suspects[shop_id] = batch_id  # stays pending: the next run checks again
-                raise DeliveryError(f"order {outcome.number}: the API did not answer the create; it is "
-                                    f"checked and finished by the next run") from None
+                raise DeliveryError(f"order {outcome.number}: creating it gave no clear answer ({exc.message}); "
+                                    f"the next run looks it up first and finishes it") from None
             result, body = {"id": found}, found
         remote_id = str(self.dest.invoice_id(dict(ctx, result=result)))
         self.store.mark_delivered(batch_id, _checksum(body), self.now(), remote_id=remote_id)

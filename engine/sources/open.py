@@ -74,5 +74,10 @@ def sandbox_environment(raw_mapping: dict[str, Any], file: str) -> Iterator[dict
             values.update(stack.enter_context(SANDBOXES[spec["also"]](demo_fixtures_dir())))
         values["tmpdir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="mapper-sandbox-"))
         env = dict(os.environ)
-        env.update({k: str(v).format(**values) for k, v in (spec.get("env") or {}).items()})
+        for k, v in (spec.get("env") or {}).items():
+            try:
+                env[k] = str(v).format(**values)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise MappingError(f"sandbox.env.{k}: unknown placeholder {exc} in {v!r}", file=file,
+                                   hint=f"known: {', '.join('{' + n + '}' for n in sorted(values))}") from None
         yield env
