@@ -43,16 +43,15 @@ import datetime as _dt
 import json
 import random
 import re
-import socket
 import sys
-import threading
 import time
 import urllib.parse
 from base64 import b64decode
 from contextlib import contextmanager
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from ._server import BaseFault, SimHandler, Simulator, drop_connection, read_body
 
 __all__ = ["AsperionSimulator", "Fault", "asperion_sandbox", "main", "DEFAULT_VAT_CODES",
            "DEFAULT_JOURNALS", "DEFAULT_PAYMENT_CONDITIONS", "DEFAULT_LEDGER_ACCOUNTS"]
@@ -216,27 +215,21 @@ class _TokenError(Exception):
         self.error, self.description, self.status = error, description, status
 
 
-class Fault:
+class Fault(BaseFault):
     """An injected fault rule.  ``count``: the next N matching requests (then expires);
     ``rate``: with this probability (seeded); neither: every matching request until
     ``clear_faults()``; both: with probability ``rate`` until it fired ``count`` times.
     ``path_contains`` filters on path+query, ``method`` on the HTTP method."""
 
+    KINDS = FAULT_KINDS
+
     def __init__(self, kind: str, count: int | None, rate: float | None,
                  path_contains: str | None, method: str | None, params: dict):
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        self.kind, self.count, self.rate = kind, count, rate
-        self.path_contains, self.params = path_contains, params
+        super().__init__(kind, count, rate, path_contains, params)
         self.method = method.upper() if method else None
-        self.hits = 0
-
-    @property
-    def active(self) -> bool:
-        return self.count is None or self.hits < self.count
 
     def matches(self, method: str, target: str, lpath: str) -> bool:
-        if self.path_contains is not None and self.path_contains not in target:
+        if not super().matches(method, target):
             return False
         if self.method is not None and method != self.method:
             return False
@@ -246,9 +239,8 @@ class Fault:
             return False  # spec: our choice — by default only writes lose their answer
         return True
 
-    def __repr__(self) -> str:
-        return (f"Fault({self.kind!r}, count={self.count}, rate={self.rate}, "
-                f"path_contains={self.path_contains!r}, method={self.method!r}, hits={self.hits})")
+    def _repr_extra(self) -> str:
+        return f", method={self.method!r}"
 
 
 class _Tenant:
@@ -258,14 +250,16 @@ class _Tenant:
         self.invoices: dict[int, dict] = {}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    sim: "AsperionSimulator"
+class _Handler(SimHandler):
+    disable_nagle_algorithm = True  # see SimHandler: no ~40 ms delayed-ACK wait per request
+    server_version = "AsperionSimulator/1.0"
 
 
-class AsperionSimulator:
+class AsperionSimulator(Simulator):
     """In-process Asperion REST API on loopback.  See the module docstring."""
+
+    handler_class = _Handler  # served by LoopbackServer: start/stop/with/url
+    thread_name = "asperion-sim"
 
     def __init__(self, *, clients: Mapping[str, str] | None = None,
                  refresh_tokens: Mapping[str, str] | None = None,
@@ -279,6 +273,7 @@ class AsperionSimulator:
                  rotate_refresh_tokens: bool = True,
                  vat_tolerance: Decimal | str = "0.01",
                  host: str = "127.0.0.1", port: int = 0, seed: int = 0):
+        super().__init__(host, port, seed)  # self._rng: faults
         self.clients = dict(clients if clients is not None
                             else {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET})
         self._refresh: dict[str, str] = dict(
@@ -298,20 +293,13 @@ class AsperionSimulator:
                                                      else DEFAULT_PAYMENT_CONDITIONS)]
         self.ledger_accounts = [dict(a) for a in (ledger_accounts if ledger_accounts is not None
                                                   else DEFAULT_LEDGER_ACCOUNTS)]
-        self.host, self.port = host, port
-        self.request_log: list[tuple[str, str, int]] = []  # (method, path+query, status); 0 = no answer
         self.post_counts: collections.Counter[str] = collections.Counter()  # lowercased path -> POSTs received
         self.created_debtors: list[dict] = []  # as returned by POST (all tenants, in order)
         self.created_invoices: list[dict] = []
         self._access: dict[str, tuple[str, float]] = {}  # access token -> (client id, expires at)
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)  # faults
         self._token_rng = random.Random(f"tokens-{seed}")
-        self._faults: list[Fault] = []
         self._next_debtor_id = 1001  # spec: our choice — ids unique across tenants
         self._next_invoice_id = 50001
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         if isinstance(debtors, Mapping):
             for tid, items in debtors.items():
                 for d in items:
@@ -370,39 +358,6 @@ class AsperionSimulator:
         return self._tenants[str(tenant)]
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "AsperionSimulator":
-        if self._server is not None:
-            return self
-        srv = _Server((self.host, self.port), _Handler)
-        srv.sim = self
-        self._server = srv
-        self.port = srv.server_address[1]
-        self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"asperion-sim:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        srv, self._server = self._server, None
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "AsperionSimulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self.host}:{self.port}"
-
     @property
     def token_url(self) -> str:
         return self.url + "/connect/token"
@@ -428,45 +383,23 @@ class AsperionSimulator:
         A picked fault counts as a hit even if the request would have failed anyway.
         ``request_log`` records 0 as the status of a request that got no answer.
         """
-        f = Fault(kind, count, rate, path_contains, method, params)
-        with self._lock:
-            self._faults.append(f)
-        return f
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _pick_fault(self, method: str, target: str, lpath: str) -> Fault | None:
-        with self._lock:
-            for f in self._faults:
-                if not f.active or not f.matches(method, target, lpath):
-                    continue
-                if f.rate is not None and self._rng.random() >= f.rate:
-                    continue
-                f.hits += 1
-                return f
-        return None
+        return self._faults.add(Fault(kind, count, rate, path_contains, method, params))
 
     # ------------------------------------------------------------------ request handling
     def handle(self, h: "_Handler", method: str) -> None:
         target = h.path
-        try:
-            length = int(h.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        body = h.rfile.read(length) if length > 0 else b""
+        body = read_body(h)
         path, _, query = target.partition("?")
         # spec: our choice — paths are case-insensitive (ASP.NET routing); trailing / ignored
         lpath = urllib.parse.unquote(path).lower().rstrip("/") or "/"
         if method == "POST":
             with self._lock:
                 self.post_counts[lpath] += 1
-        fault = self._pick_fault(method, target, lpath)
+        fault = self._faults.pick(method, target, lpath)
         kind = fault.kind if fault is not None else None
         if kind == "drop":
             self._log(method, target, 0)
-            _drop(h)
+            drop_connection(h)
             return
         if kind == "slow":
             time.sleep(float(fault.params.get("delay", 5.0)))
@@ -506,7 +439,7 @@ class AsperionSimulator:
                 status, payload, ctype, headers = self._problem(e)
         if kind == "lost_response":
             self._log(method, target, 0)
-            _drop(h)
+            drop_connection(h)
             return
         self._log(method, target, status)
         self._send(h, method, status, payload, ctype, headers)
@@ -527,10 +460,6 @@ class AsperionSimulator:
     def _trace_id(self) -> str:
         with self._lock:
             return f"00-{self._token_rng.getrandbits(128):032x}-{self._token_rng.getrandbits(64):016x}-00"
-
-    def _log(self, method: str, target: str, status: int) -> None:
-        with self._lock:
-            self.request_log.append((method, target, status))
 
     @staticmethod
     def _send(h, method: str, status: int, data: bytes, ctype: str, headers: dict) -> None:
@@ -1046,31 +975,6 @@ def _copy(obj: Any) -> Any:
     return obj
 
 
-def _drop(h: BaseHTTPRequestHandler) -> None:
-    h.close_connection = True
-    try:
-        h.connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # Headers and body go out in separate writes; without this every keep-alive request
-    # waits ~40 ms for the client's delayed ACK (Nagle).
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-    server_version = "AsperionSimulator/1.0"
-    sys_version = ""
-
-    def _go(self) -> None:
-        self.server.sim.handle(self, self.command)  # type: ignore[attr-defined]
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _go
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
-
-
 # ---------------------------------------------------------------------- demo entry points
 @contextmanager
 def asperion_sandbox(**kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -1115,13 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  refresh_token: {a.refresh_token}"
           f"{'' if a.no_rotate else '  (one-time use: store the rotated one)'}", flush=True)
     print(f"  X-Tenant-Id: {', '.join(tenants)}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    sim.serve_until_interrupted()
     return 0
 
 

@@ -21,18 +21,17 @@ import hashlib
 import hmac
 import json
 import math
-import random
 import re
-import socket
 import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable
 
+from ._server import BaseFault, SimHandler, Simulator, drop_connection, read_body
 from .ccvshop_data import dumps_ccv, generate_orders, load_fixture_dir
 
 __all__ = ["CCVShopSimulator", "Fault", "sign", "main"]
@@ -128,36 +127,24 @@ class ApiError(Exception):
         self.signer = signer  # (public, secret) when the key is known: the error is signed
 
 
-class Fault:
+class Fault(BaseFault):
     """An injected fault rule.  ``count``: apply to the next N matching requests (then
     expire); ``rate``: apply with this probability (seeded); neither: every matching request
     until ``clear_faults()``; both: with probability ``rate`` until it fired ``count`` times."""
 
-    def __init__(self, kind: str, count: int | None, rate: float | None,
-                 path_contains: str | None, params: dict):
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        self.kind, self.count, self.rate = kind, count, rate
-        self.path_contains, self.params = path_contains, params
-        self.hits = 0
-
-    @property
-    def active(self) -> bool:
-        return self.count is None or self.hits < self.count
-
-    def __repr__(self) -> str:
-        return (f"Fault({self.kind!r}, count={self.count}, rate={self.rate}, "
-                f"path_contains={self.path_contains!r}, hits={self.hits})")
+    KINDS = FAULT_KINDS
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    sim: "CCVShopSimulator"
+class _Handler(SimHandler):
+    disable_nagle_algorithm = True  # see SimHandler: no ~40 ms delayed-ACK wait per request
+    server_version = "CCVShopSimulator/1.0"
 
 
-class CCVShopSimulator:
+class CCVShopSimulator(Simulator):
     """In-process CCV Shop API on loopback.  See the module docstring and the spec."""
+
+    handler_class = _Handler  # served by LoopbackServer: start/stop/with/url
+    thread_name = "ccvshop-sim"
 
     def __init__(self, orders: Iterable[dict] = (), *, keys: dict[str, str] | None = None,
                  rate_limit_per_minute: int | None = 150,
@@ -166,6 +153,7 @@ class CCVShopSimulator:
                  skew: float = 300, retry_after: bool = False, host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, rewrite_hrefs: bool = True,
                  sign_errors: bool = True, webhook_timeout: float = 5.0):
+        super().__init__(host, port, seed)
         self.keys = dict(keys if keys is not None else {"demo": "demo"})
         self.rate_limit_per_minute = rate_limit_per_minute
         self.write_rate_limit_per_minute = write_rate_limit_per_minute
@@ -173,15 +161,10 @@ class CCVShopSimulator:
         self.clock = clock
         self.skew = skew
         self.retry_after = retry_after
-        self.host, self.port = host, port
         self.rewrite_hrefs = rewrite_hrefs
         self.sign_errors = sign_errors  # spec: our choice — also sign errors when key known
         self.webhook_timeout = webhook_timeout
-        self.request_log: list[tuple[str, str, int]] = []
         self.webhook_log: list[dict] = []
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)
-        self._faults: list[Fault] = []
         self._counters: dict[tuple, int] = {}
         self._orders: dict[int, dict] = {}  # id -> order without the rows list
         self._rows: dict[int, list[dict]] = {}  # order id -> rows
@@ -190,8 +173,6 @@ class CCVShopSimulator:
         self._webhooks: dict[int, dict] = {}
         self._next_webhook_id = 1
         self._webhook_threads: list[threading.Thread] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         for o in orders:
             self.add_order(o)
 
@@ -232,39 +213,6 @@ class CCVShopSimulator:
             del self._cache[k]
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "CCVShopSimulator":
-        if self._server is not None:
-            return self
-        srv = _Server((self.host, self.port), _Handler)
-        srv.sim = self
-        self._server = srv
-        self.port = srv.server_address[1]
-        self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"ccvshop-sim:{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        srv, self._server = self._server, None
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "CCVShopSimulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self.host}:{self.port}"
-
     @property
     def api_root(self) -> str:
         return self.url + "/api/rest/v1"
@@ -277,27 +225,7 @@ class CCVShopSimulator:
         ``"truncated"`` (``mode="short"``: Content-Length larger than the body sent, then
         close; ``mode="cut"``: a cut JSON body with a matching Content-Length),
         ``"429"`` (429 ``429.10`` burst), ``"drop"`` (close the connection without answer)."""
-        f = Fault(kind, count, rate, path_contains, params)
-        with self._lock:
-            self._faults.append(f)
-        return f
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _pick_fault(self, target: str) -> Fault | None:
-        with self._lock:
-            for f in self._faults:
-                if not f.active:
-                    continue
-                if f.path_contains is not None and f.path_contains not in target:
-                    continue
-                if f.rate is not None and self._rng.random() >= f.rate:
-                    continue
-                f.hits += 1
-                return f
-        return None
+        return self._faults.add(Fault(kind, count, rate, path_contains, params))
 
     # ------------------------------------------------------------------ webhooks
     def subscribe(self, event: str, address: str, is_active: bool = True) -> dict:
@@ -497,21 +425,13 @@ class CCVShopSimulator:
 
     def handle(self, h: "_Handler", method: str) -> None:
         target = h.path
-        try:
-            length = int(h.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        body = h.rfile.read(length) if length > 0 else b""
+        body = read_body(h)
         # spec: our choice — faults act before auth (like a proxy/infrastructure failure);
         # "slow" and "truncated" then answer the real response
-        fault = self._pick_fault(target)
+        fault = self._faults.pick(method, target)
         if fault is not None and fault.kind == "drop":
             self._log(method, target, 0)  # 0 = no answer (spec: our choice)
-            h.close_connection = True
-            try:
-                h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            drop_connection(h)
             return
         if fault is not None and fault.kind == "slow":
             time.sleep(float(fault.params.get("delay", 5.0)))  # real time, not the clock
@@ -547,10 +467,6 @@ class CCVShopSimulator:
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
         self._send(h, method, target, status, data, public, secret, fault)
 
-    def _log(self, method: str, target: str, status: int) -> None:
-        with self._lock:
-            self.request_log.append((method, target, status))
-
     def _send_error(self, h, method, target, status, code, message, public, secret,
                     headers=None) -> None:
         data = dumps_ccv({"code": code, "status": status, "developermessage": message}).encode()
@@ -582,11 +498,7 @@ class CCVShopSimulator:
                 h.end_headers()
                 h.wfile.write(data[: len(data) // 2])
             h.wfile.flush()
-            h.close_connection = True
-            try:
-                h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            drop_connection(h)
             return
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
@@ -863,23 +775,6 @@ def _rewrite(obj: Any, base: str) -> Any:
     return obj
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # Headers and body go out in separate writes; without this every keep-alive request
-    # waits ~40 ms for the client's delayed ACK (Nagle).
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-    server_version = "CCVShopSimulator/1.0"
-    sys_version = ""
-
-    def _go(self) -> None:
-        self.server.sim.handle(self, self.command)  # type: ignore[attr-defined]
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _go
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulators.ccvshop",
                                  description="CCV Shop REST API simulator (loopback)")
@@ -906,13 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CCV Shop simulator serving {len(orders)} orders at {sim.url}", flush=True)
     print(f"  api root: {sim.api_root}/", flush=True)
     print(f"  public key: {a.public}   secret key: {a.secret}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    sim.serve_until_interrupted()
     return 0
 
 
