@@ -24,22 +24,26 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+import string
+import types
+from collections import deque
+from collections.abc import Mapping, MutableMapping, MutableSequence, MutableSet
 from decimal import Decimal
 from typing import Any, Callable
 
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateRuntimeError, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 from jinja2.utils import _PassArg
 
 from .errors import MappingError
-from .filters import FILTERS, TESTS, NoMatch
+from .filters import FILTERS, MAX_TEXT, TESTS, NoMatch, check_printf, check_size
 
 _PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
 _TEMPLATE_PATH = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}$")
-_KEYWORDS = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is"}
+# ``self`` too: Jinja's code generator makes it the TemplateReference whatever the context holds
+_KEYWORDS = {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "self"}
 
 
 class EvaluationError(Exception):
@@ -55,19 +59,117 @@ def _undefined(exc: Exception, source: str) -> EvaluationError:
     return EvaluationError(f"{message} (in {source.strip()})")
 
 
+#: Decimals written out with more digits than this are refused: JSON like ``1e999999999``
+#: (parsed with ``parse_float=Decimal``) would otherwise become a gigabyte of zeros.
+MAX_DECIMAL_DIGITS = 1000
+
+
 def _finalize(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, Decimal):
+        if value.is_finite():
+            exponent = value.as_tuple().exponent
+            if value.adjusted() > MAX_DECIMAL_DIGITS or exponent < -MAX_DECIMAL_DIGITS:
+                raise EvaluationError(f"number too long to write out: {value:.6e}")
         return format(value, "f")
     return value
+
+
+#: Classes whose methods change their instances: ``dict.update(record, ...)`` would modify the
+#: order through the class (the immutable sandbox only checks attributes of *instances*).
+_MUTABLE_TYPES = (dict, list, set, bytearray, MutableMapping, MutableSequence, MutableSet, deque)
+
+#: str methods whose integer argument is a length to pad to.
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+#: int ** int with a result of more bits than this is refused (a 4300-digit int, Python's
+#: limit for writing one out, has about 14300 bits).
+MAX_POWER_BITS = 16384
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse, before computing it, a result that would take memory or time without bound."""
+    if operator == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple, bytes)) and isinstance(n, int):
+                check_size(len(seq) * n, "repeated text or list")
+    elif operator == "**":
+        if (isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
+                and right * abs(left).bit_length() > MAX_POWER_BITS):
+            raise SecurityError(f"the power {left} ** {right} is too large for a mapping")
+    elif operator == "%" and isinstance(left, str):
+        check_printf(left, right)
+
+
+def _str_format_of(fn: Any) -> str | None:
+    """The format string if ``fn`` is ``str.format``/``format_map`` (bound, or Jinja's wrapper of it)."""
+    fn = getattr(fn, "__wrapped__", fn)
+    if (isinstance(fn, (types.MethodType, types.BuiltinMethodType)) and fn.__name__ in ("format", "format_map")
+            and isinstance(fn.__self__, str)):
+        return fn.__self__
+    return None
+
+
+def _check_call(fn: Any, args: tuple, kwargs: dict) -> None:
+    name = getattr(fn, "__name__", None)
+    if name in _PADDING_METHODS and isinstance(getattr(fn, "__self__", None), str):
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, int):
+                check_size(arg * (8 if name == "expandtabs" else 1), "padded text")
+    elif name in ("format", "format_map"):
+        fmt = _str_format_of(fn)
+        if fmt is not None:  # '{0:>999999999}'.format(x): a width Jinja's sandbox does not bound
+            for _, _, spec, _ in string.Formatter().parse(fmt):
+                if spec and ("{" in spec or any(int(n) > MAX_TEXT for n in re.findall(r"\d+", spec))):
+                    raise SecurityError("a format width or precision that long (or nested) is not allowed")
 
 
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandbox in which ``a.b`` on a mapping means the key ``b`` first.
 
     Plain Jinja tries the attribute first, so ``page.items`` would be the dict method.
+
+    On top of Jinja's sandbox: no attribute of a mutable class (``dict.update``), and ``*``,
+    ``**`` and ``%`` and the str padding methods refuse results beyond :data:`MAX_TEXT`
+    characters before building them (Jinja leaves these unbounded). Intercepted operators
+    are also never folded at load time, so ``'a' * 10**10`` cannot hang the loading either.
     """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, type) and issubclass(obj, _MUTABLE_TYPES):
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # Jinja returns obj[argument] unchecked when it succeeds. For an object that is no
+        # mapping, a text key is an attribute in disguise (Invoice['__setattr__'] is
+        # getattr(...)): it must be as safe as the attribute. Mapping keys stay plain data.
+        if isinstance(argument, str) and not isinstance(obj, (Mapping, str)):
+            try:
+                value = obj[argument]
+            except Exception:  # noqa: BLE001 - as Jinja: fall through to its own handling
+                pass
+            else:
+                if not self.is_safe_attribute(obj, argument, value):
+                    return self.unsafe_undefined(obj, argument)
+                return value
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's
+        _check_call(__obj, args, kwargs)
+        # Jinja >= 3.1.5 sandboxes str.format at attribute access only; a bound one that came
+        # another way (a context value) is sandboxed here (older Jinja does it in call itself)
+        wrap = getattr(__self, "wrap_str_format", None)
+        if wrap is not None:
+            __obj = wrap(__obj) or __obj
+        return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:  # noqa: A003 - Jinja's name
         if isinstance(obj, Mapping):
@@ -78,13 +180,19 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+def _new_dict(*args: Any, **kwargs: Any) -> dict:
+    """The ``dict(...)`` global: a function, so ``dict.update`` & co. are not reachable."""
+    return dict(*args, **kwargs)
+
+
 def make_environment() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, finalize=_finalize,
                        keep_trailing_newline=False)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals.clear()
-    env.globals.update({"range": range, "dict": dict})
+    # safe_range: Jinja's sandbox range, at most MAX_RANGE (100000) items
+    env.globals.update({"range": safe_range, "dict": _new_dict})
     return env
 
 
@@ -185,6 +293,9 @@ def _h_getattr(obj: Any, attr: str) -> Any:
 
 
 def _h_getitem(obj: Any, key: Any) -> Any:
+    fields = _PLAIN_FIELDS.get(type(obj))
+    if fields is not None and key in fields:  # line['excl']: a declared (safe) name, so no check to make
+        return obj[key]
     value = ENV.getitem(obj, key)
     if isinstance(value, Undefined):
         raise _GiveUp
@@ -192,11 +303,23 @@ def _h_getitem(obj: Any, key: Any) -> Any:
 
 
 def _h_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    # only what Context.call would call plainly: safe, no context/environment injection
-    if (not ENV.is_safe_callable(fn) or _PassArg.from_obj(fn) is not None
+    # only what Context.call would call plainly: safe, no context/environment injection, and
+    # never str.format/format_map (the sandbox formats those itself: '{0.__class__}'.format)
+    if (_str_format_of(fn) is not None or not ENV.is_safe_callable(fn) or _PassArg.from_obj(fn) is not None
             or (hasattr(fn, "__call__") and _PassArg.from_obj(fn.__call__) is not None)):
         raise _GiveUp
+    _check_call(fn, args, kwargs)
     return fn(*args, **kwargs)
+
+
+_NUMBERS = frozenset({int, Decimal, float})
+_NUMBER_OPS = {"*": lambda a, b: a * b, "**": lambda a, b: a ** b, "%": lambda a, b: a % b}
+
+
+def _h_binop(operator: str, left: Any, right: Any) -> Any:
+    if type(left) in _NUMBERS and type(right) in _NUMBERS and operator != "**":
+        return _NUMBER_OPS[operator](left, right)  # numbers times numbers: nothing to bound
+    return ENV.call_binop(None, operator, left, right)
 
 
 def _h_text(value: Any) -> str:
@@ -205,11 +328,17 @@ def _h_text(value: Any) -> str:
 
 
 _HELPERS = {"__builtins__": {}, "type": type, "_ga": _h_getattr, "_gi": _h_getitem, "_call": _h_call, "_text": _h_text,
-            "_str": str, "_dict": dict, "_Exc": Exception}
+            "_str": str, "_dict": dict, "_Exc": Exception, "_binop": _h_binop,
+            "isinstance": isinstance}
 _COMPARE_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in",
                 "notin": "not in"}
 _BINARY_OPS = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/", nodes.FloorDiv: "//",
                nodes.Mod: "%"}
+#: Names Jinja's code generator gives a meaning of its own (``self`` is the TemplateReference,
+#: whatever the context holds): only Jinja evaluates them.
+_SPECIAL_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs"})
+#: Keyword arguments Jinja's Context.call removes before calling.
+_CALL_INTERNAL_KWARGS = frozenset({"_loop_vars", "_block_vars"})
 
 
 class _Gen:
@@ -240,6 +369,8 @@ class _Gen:
         if t is nodes.Const:
             return self.const(node.value)
         if t is nodes.Name and node.ctx == "load":
+            if node.name in _SPECIAL_NAMES:
+                raise _Unsupported(node.name)
             return f"c[{node.name!r}]"
         if t is nodes.Getattr and node.ctx == "load":
             tmp, key = self.temp(), repr(node.attr)
@@ -265,6 +396,9 @@ class _Gen:
         if t is nodes.Pos:
             return f"(+{self.expr(node.node)})"
         if t in _BINARY_OPS:
+            op = _BINARY_OPS[t]
+            if op in ENV.intercepted_binops:
+                return f"_binop({op!r}, {self.expr(node.left)}, {self.expr(node.right)})"
             return f"({self.expr(node.left)} {_BINARY_OPS[t]} {self.expr(node.right)})"
         if t is nodes.Concat:
             return "''.join([" + ", ".join(f"_str({self.expr(n)})" for n in node.nodes) + "])"
@@ -275,7 +409,8 @@ class _Gen:
         if t is nodes.Test:
             return self.apply(ENV.tests.get(node.name), node)
         if t is nodes.Call:
-            if node.dyn_args is not None or node.dyn_kwargs is not None:
+            if (node.dyn_args is not None or node.dyn_kwargs is not None
+                    or any(k.key in _CALL_INTERNAL_KWARGS for k in node.kwargs)):
                 raise _Unsupported("call")
             return f"_call({self.args(self.expr(node.node), node)})"
         raise _Unsupported(t.__name__)
@@ -306,7 +441,7 @@ class _Gen:
                         parts.append(self.const(child.data))
                     else:
                         tmp = self.temp()
-                        parts.append(f"({tmp} if ({tmp} := {self.expr(child)}).__class__ is _str else _text({tmp}))")
+                        parts.append(f"({tmp} if type({tmp} := {self.expr(child)}) is _str else _text({tmp}))")
             elif type(node) is nodes.If:
                 text = self.output(node.else_) if node.else_ else self.const("")
                 for branch in reversed([node, *node.elif_]):
@@ -322,7 +457,10 @@ class _Gen:
 
     def function(self, code: str, slow: Callable) -> Callable:
         self.ns["_slow"] = slow
-        src = f"def _fast(c):\n    try:\n        return {code}\n    except _Exc:\n        return _slow(c)\n"
+        self.ns["_Undef"] = Undefined
+        # an Undefined result (a filter such as attr() can return one) is Jinja's error to raise
+        src = (f"def _fast(c):\n    try:\n        _r = {code}\n    except _Exc:\n        return _slow(c)\n"
+               f"    return _slow(c) if isinstance(_r, _Undef) else _r\n")
         exec(compile(src, "<mapping expression>", "exec"), self.ns)  # noqa: S102 - generated from Jinja's parse tree
         return self.ns["_fast"]
 
@@ -333,7 +471,7 @@ def _fast_expression(source: str, slow: Callable) -> Callable:
         gen = _Gen()
         parser = Parser(ENV, source, state="variable")
         return gen.function(gen.expr(parser.parse_expression()), slow)
-    except (_Unsupported, TemplateSyntaxError, SyntaxError, RecursionError):
+    except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
 
 
@@ -341,7 +479,7 @@ def _fast_template(source: str, slow: Callable) -> Callable:
     try:
         gen = _Gen()
         return gen.function(gen.output(ENV.parse(source).body), slow)
-    except (_Unsupported, TemplateSyntaxError, SyntaxError, RecursionError):
+    except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
 
 
@@ -357,9 +495,7 @@ class Expression:
             self._fn = _walker(match.group(1))
             self.is_path = True
         else:
-            compiled = ENV.compile_expression(source, undefined_to_none=False)
-            slow = _jinja_call(compiled._template, source)  # noqa: SLF001 - the stable way to reuse it
-            self._fn = _fast_expression(source, slow)
+            self._fn = _fast_expression(source, _jinja_expression(source))
             self.is_path = False
 
     def __call__(self, context: Mapping[str, Any]) -> Any:
@@ -367,6 +503,33 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
+
+
+def _failure(exc: Exception, source: str) -> Exception:
+    """The EvaluationError for an exception Jinja raised, or ``exc`` itself if unforeseen."""
+    if isinstance(exc, UndefinedError):
+        return _undefined(exc, source)
+    if isinstance(exc, SecurityError):
+        return EvaluationError(f"not allowed in a mapping: {exc}")
+    if isinstance(exc, NoMatch):
+        return EvaluationError(str(exc))
+    if isinstance(exc, (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)):
+        return EvaluationError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, TemplateRuntimeError):  # e.g. {% set record.x = 1 %}
+        return EvaluationError(f"not allowed in a mapping: {exc}")
+    if isinstance(exc, RecursionError):  # e.g. a macro calling itself
+        return EvaluationError("too deeply nested (recursion)")
+    return exc
+
+
+_FAILURES = (UndefinedError, SecurityError, NoMatch, TypeError, ValueError, ArithmeticError, LookupError,
+             AttributeError, TemplateRuntimeError, RecursionError)
+
+
+def _jinja_expression(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    """The expression evaluated by Jinja alone (no generated code): the reference behaviour."""
+    compiled = ENV.compile_expression(source, undefined_to_none=False)
+    return _jinja_call(compiled._template, source)  # noqa: SLF001 - the stable way to reuse it
 
 
 def _jinja_call(template: Any, source: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -379,14 +542,8 @@ def _jinja_call(template: Any, source: str) -> Callable[[Mapping[str, Any]], Any
         try:
             for _ in root(ctx):
                 pass
-        except UndefinedError as exc:
-            raise _undefined(exc, source) from None
-        except SecurityError as exc:
-            raise EvaluationError(f"not allowed in a mapping: {exc}") from None
-        except NoMatch as exc:
-            raise EvaluationError(str(exc)) from None
-        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-            raise EvaluationError(f"{type(exc).__name__}: {exc}") from None
+        except _FAILURES as exc:
+            raise _failure(exc, source) from None
         value = ctx.vars["result"]
         if isinstance(value, Undefined):
             raise _undefined(value._undefined_message, source)  # noqa: SLF001 - Jinja's own wording
@@ -412,28 +569,26 @@ class Template:
             walk = _walker(match.group(1))
             self._fn = lambda context: str(_finalize(walk(context)))
             return
-        template = ENV.from_string(source)
-        render = template.render
-
-        def call(context: Mapping[str, Any]) -> str:
-            try:
-                return render(context)
-            except UndefinedError as exc:
-                raise _undefined(exc, source) from None
-            except SecurityError as exc:
-                raise EvaluationError(f"not allowed in a mapping: {exc}") from None
-            except NoMatch as exc:
-                raise EvaluationError(str(exc)) from None
-            except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-                raise EvaluationError(f"{type(exc).__name__}: {exc}") from None
-
-        self._fn = _fast_template(source, call)
+        self._fn = _fast_template(source, _jinja_template(source))
 
     def __call__(self, context: Mapping[str, Any]) -> str:
         return self._fn(context)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
+
+
+def _jinja_template(source: str) -> Callable[[Mapping[str, Any]], str]:
+    """The template rendered by Jinja alone (no generated code): the reference behaviour."""
+    render = ENV.from_string(source).render
+
+    def call(context: Mapping[str, Any]) -> str:
+        try:
+            return render(context)
+        except _FAILURES as exc:
+            raise _failure(exc, source) from None
+
+    return call
 
 
 def compile_expression(source: Any, *, file: str | None = None, line: int | None = None,
@@ -443,6 +598,8 @@ def compile_expression(source: Any, *, file: str | None = None, line: int | None
         source = str(source).lower() if isinstance(source, bool) else str(source)
     try:
         return Expression(str(source))
+    except RecursionError:
+        raise MappingError(f"{field}: expression is nested too deeply", file=file, line=line, column=column) from None
     except TemplateSyntaxError as exc:
         raise MappingError(f"{field}: expression does not parse: {exc.message}",
                            file=file, line=line, column=column,
@@ -453,6 +610,8 @@ def compile_template(source: Any, *, file: str | None = None, line: int | None =
                      column: int | None = None, field: str = "") -> Template:
     try:
         return Template(str(source))
+    except RecursionError:
+        raise MappingError(f"{field}: template is nested too deeply", file=file, line=line, column=column) from None
     except TemplateSyntaxError as exc:
         at_line = (line or 0) + (exc.lineno or 1) - 1 if line else None
         raise MappingError(f"{field}: template does not parse: {exc.message}",

@@ -14,6 +14,10 @@ from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from jinja2.filters import do_batch as _jinja_batch, do_center as _jinja_center, do_format as _jinja_format
+from jinja2.filters import do_indent as _jinja_indent, sync_do_slice as _jinja_slice
+from jinja2.sandbox import SecurityError
+
 from . import money
 
 #: Typographic quotes that Asperion's import refuses raw, and their plain forms.
@@ -165,6 +169,68 @@ FILTERS = {
     "postcode": postcode,
     "compact": compact,
 }
+
+#: The longest text (or list) a template may build with ``*``, ``%``, ``format`` or padding:
+#: Jinja's sandbox itself puts no bound on ``'a' * 10**10``.
+MAX_TEXT = 1_000_000
+
+# a printf conversion: %[(key)][flags][width][.precision]type
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def check_size(n: int, what: str) -> None:
+    if n > MAX_TEXT:
+        raise SecurityError(f"{what} of {n} characters or items is longer than a mapping may build ({MAX_TEXT})")
+
+
+def check_printf(fmt: str, args: object = None) -> None:
+    """Refuse ``'%999999999d' % x`` (and ``*`` widths) before Python builds the text."""
+    if "%" not in fmt:
+        return
+    for m in _PRINTF.finditer(fmt):
+        for number in m.groups():
+            if number == "*":
+                raise SecurityError("a '*' width or precision is not allowed in a mapping's % format")
+            if number is not None:
+                check_size(int(number), "a % format width or precision")
+
+
+def do_format(value: object, *args: object, **kwargs: object) -> str:
+    """Jinja's ``format`` filter (``'%s, %s' | format(a, b)``), with bounded widths."""
+    check_printf(str(value))
+    return _jinja_format(value, *args, **kwargs)
+
+
+def center(value: object, width: int = 80) -> str:
+    """Jinja's ``center`` filter, bounded."""
+    if isinstance(width, int):
+        check_size(width, "centred text")
+    return _jinja_center(value, width)
+
+
+def indent(value: object, width: object = 4, first: bool = False, blank: bool = False) -> str:
+    """Jinja's ``indent`` filter, bounded."""
+    if isinstance(width, int):
+        check_size(width, "an indent")
+    return _jinja_indent(value, width, first, blank)
+
+
+def batch(value: object, linecount: int, fill_with: object = None):
+    """Jinja's ``batch`` filter, bounded (it pads the last batch to ``linecount`` items)."""
+    if isinstance(linecount, int):
+        check_size(linecount, "a batch")
+    return _jinja_batch(value, linecount, fill_with)
+
+
+def slice_(value: object, slices: int, fill_with: object = None):
+    """Jinja's ``slice`` filter, bounded."""
+    if isinstance(slices, int):
+        check_size(slices, "a number of slices")
+    return _jinja_slice(value, slices, fill_with)
+
+
+FILTERS.update({"format": do_format, "center": center, "indent": indent, "batch": batch, "slice": slice_})
+
 
 class NoMatch(LookupError):
     """Raised by ``one``: its message is the mapping's own, shown as it is."""
