@@ -45,6 +45,14 @@ FROZEN_NOW = "2026-11-26T21:00:00Z"
 TARGETS = {"ratio_100k": 1.3, "orders_per_s_100k": 2500, "rss_growth_mb": 40, "validate_s": 0.5, "help_s": 0.3}
 
 
+#: How the engine is measured, every time (written to the results): the mapping's debtor
+#: register is NOT consulted (MAPPER_DEBTOR_KEY unset -> dry-run matches in-file, exactly the
+#: baseline's rule), and the state is a fresh path in this run's temp directory that nothing
+#: creates (read-only open of a missing state = an empty in-memory store).
+ENGINE_MODE = {"debtor_matching": "in_file (MAPPER_DEBTOR_KEY unset; the register is not consulted)",
+               "state": "fresh temp path, never created (read-only, empty)"}
+
+
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["MAPPER_NOW"] = FROZEN_NOW                 # same header bytes in both outputs
@@ -52,6 +60,7 @@ def _env(tmp: Path) -> dict[str, str]:
     env["MAPPER_STATE"] = str(tmp / "no-state.sqlite")  # never created: read-only open of a missing state
     env["PYTHONHASHSEED"] = "0"
     env.pop("PYTHONPROFILEIMPORTTIME", None)
+    env.pop("PYTHONTRACEMALLOC", None)
     return env
 
 
@@ -89,6 +98,9 @@ def bench_size(n: int, runs: int, tmp: Path, env: dict[str, str]) -> dict:
         engine.append(measure(engine_cmd, env, ok=(0, 3)))  # 3 = success with quarantined orders
         base.append(measure(base_cmd, env))
     identical = _digest(engine_out) == _digest(base_out)
+    state = Path(env["MAPPER_STATE"])
+    if state.exists():  # dry-run opens it read-only: it must never appear
+        raise SystemExit(f"the engine created {state}: dry-run must not write state")
     size_mb = engine_out.stat().st_size / 1e6
     engine_out.unlink()
     base_out.unlink()
@@ -121,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                  "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
-                     "seed": SEED, "cache": str(CACHE), "targets": TARGETS, "sizes": []}
+                     "seed": SEED, "cache": str(CACHE), "targets": TARGETS, "engine_mode": ENGINE_MODE,
+                     "sizes": []}
     with tempfile.TemporaryDirectory(prefix="mapper-bench-") as t:
         tmp = Path(t)
         env = _env(tmp)
+        print(f"engine: debtors {ENGINE_MODE['debtor_matching']}; MAPPER_STATE={env['MAPPER_STATE']} "
+              f"({ENGINE_MODE['state']})", file=sys.stderr)
         for n in sizes:
             t0 = time.perf_counter()
             fixture_dir(n)
