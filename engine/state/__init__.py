@@ -9,42 +9,7 @@ The engine uses only what this package exports; backends live behind :class:`Sta
         state.mark_delivered(batch_id, checksum, now)
 """
 
-from engine.state.base import (
-    Batch,
-    BatchConflict,
-    BatchStateError,
-    EnabledState,
-    Hint,
-    LockBusy,
-    LockInfo,
-    OrderRef,
-    QuarantineEntry,
-    ReadOnlyStateError,
-    Run,
-    StateError,
-    StateStore,
-    StateVersionError,
-    UnknownBatch,
-    default_state_path,
-    open_state,
-)
+from engine.state import base as _base
+from engine.state.base import *  # noqa: F401,F403 - the public names are base's __all__
 
-__all__ = [
-    "Batch",
-    "BatchConflict",
-    "BatchStateError",
-    "EnabledState",
-    "Hint",
-    "LockBusy",
-    "LockInfo",
-    "OrderRef",
-    "QuarantineEntry",
-    "ReadOnlyStateError",
-    "Run",
-    "StateError",
-    "StateStore",
-    "StateVersionError",
-    "UnknownBatch",
-    "default_state_path",
-    "open_state",
-]
+__all__ = list(_base.__all__)
