@@ -1,7 +1,7 @@
 """Decimal money: parsing, half-up rounding, VAT split and largest-remainder allocation.
 
-No float ever touches an amount: JSON is parsed with ``parse_float=Decimal`` and
-:func:`to_decimal` refuses floats outright.
+No float ever touches an amount: JSON is parsed with every non-integer number a
+``Decimal`` (:mod:`engine.jsondecode`) and :func:`to_decimal` refuses floats outright.
 """
 
 from __future__ import annotations

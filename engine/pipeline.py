@@ -12,16 +12,14 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from lxml import etree
-
 from . import evaluate
 from .customers import DebtorMatcher, InFileMatcher
-from .document import Validator
+from .document import Validator, record_level
 from .errors import OrderError
 from .expressions import EvaluationError
 from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
-from .render import render
+from .render import writer
 from .sources.fixtures import BrokenRecord
 
 
@@ -31,7 +29,7 @@ class Converted:
     number: str
     created: str
     invoice: Invoice
-    element: etree._Element | None  # None when the mapping has no XML output
+    xml: bytes | None  # the record's element as written in the file; None when the mapping has no XML output
     preview: list[Any]
     flags: list[str] = field(default_factory=list)
     context: dict[str, Any] | None = None  # what the templates saw: an API destination renders from it
@@ -62,6 +60,9 @@ class Converter:
         self.matcher = matcher or InFileMatcher()
         self.validator = validator or Validator(mapping.xsd_path)
         self._vat_cache: dict[tuple, tuple[str, str | None]] = {}
+        self._write = None
+        if mapping.record_element is not None:
+            self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 
     def convert(self, record: dict | BrokenRecord) -> Outcome:
         if isinstance(record, BrokenRecord):
@@ -129,10 +130,15 @@ class Converter:
         flags.extend(invoice.flags)
         ctx["invoice"] = invoice
 
-        element = None
-        if m.record_element is not None:
-            element = render(m.record_element, ctx, m.replacements)[0]
-            self.validator.check(element)
+        xml = None
+        if self._write is not None:
+            texts: list[str] = []
+            self._write(ctx, texts)
+            if not texts:
+                raise OrderError("output.record wrote no element (its when: is false or its for_each is empty)",
+                                 field="output.record")
+            xml = texts[0].encode("utf-8")
+            self.validator.check_text(xml)
         created = self._eval(m.record_created, ctx, "record.created")
         preview = []
         for col in m.columns:
@@ -140,7 +146,7 @@ class Converter:
                 preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
             else:
                 preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
-        return Converted(shop_id, number, str(created), invoice, element, preview, flags, ctx)
+        return Converted(shop_id, number, str(created), invoice, xml, preview, flags, ctx)
 
     def _vat_class(self, rate: Decimal, day: str, ctx) -> tuple[str, str | None]:
         for i, rule in enumerate(self.mapping.vat_rules):

@@ -99,7 +99,7 @@ def _convert_all(mapping, records, since, until, max_rows, converter, builder, b
             s.quarantined.append(outcome)
         elif isinstance(outcome, Converted):
             try:
-                builder.add(outcome.element if bodies is None else outcome)
+                builder.add(outcome.xml if bodies is None else outcome)
             except OrderError as exc:
                 s.quarantined.append(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
                 continue

@@ -1,12 +1,16 @@
-"""Building XML elements from the mapping's declared element tree, with lxml.
+"""Writing XML from the mapping's declared element tree, as text.
 
-An element spec is compiled once into a closure (cached per spec and replacement table):
-the plain children of an element (text only: no attributes, children, conditions or
-loops) are built in one tight loop, constant texts are cleaned once, templates are
-called without the wrapper, and contexts are copied only where ``with:`` or
-``for_each:`` add names. The result is the same tree, the same texts and the same errors
-as walking the spec for every record. (Writing the element as text and parsing it once
-was tried: no faster than ``SubElement`` once the templates are counted.)
+An element spec is compiled once into a closure (cached per spec, replacement table and
+indentation level) that appends the element's serialised text to a list: exactly the
+bytes ``etree.tostring`` writes for the same tree after ``etree.indent(el, "  ", level)``
+(escaping, empty elements, indentation, text before children), so the file does not
+change with the way it is built. The caller parses the text once to validate it against
+the XSD; building the tree with ``SubElement`` and then indenting and serialising it cost
+about twice as much (see bench/).
+
+The plain children of an element (text only: no attributes, children, conditions or
+loops) are written in one tight loop, constant texts are cleaned and escaped once, and
+contexts are copied only where ``with:`` or ``for_each:`` add names.
 """
 
 from __future__ import annotations
@@ -20,31 +24,73 @@ from .expressions import EvaluationError
 from .filters import xml_cleaner
 from .mapping import Element
 
-_SubElement = etree.SubElement
-_Element = etree.Element
+INDENT = "  "
 
-Builder = Callable[[dict[str, Any], Any, list], None]
+#: ``builder(ctx, out)``: appends the element's text (none, one or one per for_each item)
+Builder = Callable[[dict[str, Any], list], None]
 
-_compiled: dict[tuple[int, int], tuple[Element, dict, Builder]] = {}
+_compiled: dict[tuple[int, int, int], tuple[Element, dict, Callable]] = {}
+
+#: Parses what the builders wrote: no entities, no network, whitespace kept as written.
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
 
 
-def render(spec: Element, ctx: dict[str, Any], replacements: dict[str, str], label: str = "") -> list[etree._Element]:
-    """All elements ``spec`` yields for ``ctx`` (none, one, or one per for_each item)."""
-    out: list[etree._Element] = []
-    compiled(spec, replacements, label)(ctx, None, out)
+def render(spec: Element, ctx: dict[str, Any], replacements: dict[str, str], level: int = 0) -> list[etree._Element]:
+    """All elements ``spec`` yields for ``ctx`` (none, one, or one per for_each item), parsed."""
+    return [etree.fromstring(text.encode("utf-8"), PARSER) for text in render_text(spec, ctx, replacements, level)]
+
+
+def render_text(spec: Element, ctx: dict[str, Any], replacements: dict[str, str], level: int = 0) -> list[str]:
+    """The serialised text of each element ``spec`` yields for ``ctx``, indented for ``level``."""
+    out: list[str] = []
+    writer(spec, replacements, level)(ctx, out)
     return out
 
 
-def compiled(spec: Element, replacements: dict[str, str], label: str = "") -> Builder:
-    """The builder for ``spec``: ``builder(ctx, parent, out)``; top-level elements go to ``out``."""
-    key = (id(spec), id(replacements))
+def writer(spec: Element, replacements: dict[str, str], level: int = 0) -> Builder:
+    """``builder(ctx, out)``: appends one complete text per element ``spec`` yields."""
+    key = (id(spec), id(replacements), level)
     hit = _compiled.get(key)
-    if hit is not None and hit[0] is spec and hit[1] is replacements and not label:
+    if hit is not None and hit[0] is spec and hit[1] is replacements:
         return hit[2]
-    builder = _compile(spec, xml_cleaner(replacements), label or spec.name)
-    if not label:
-        _compiled[key] = (spec, replacements, builder)  # spec and table kept alive: ids stay theirs
+    builder = _compile(spec, xml_cleaner(replacements), spec.name, level, top=True)
+    _compiled[key] = (spec, replacements, builder)  # spec and table kept alive: ids stay theirs
     return builder
+
+
+def escape_text(text: str) -> str:
+    """Character data as libxml2 writes it: & < > escaped, and a carriage return as &#13;."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return text
+
+
+def escape_attribute(text: str) -> str:
+    """An attribute value as libxml2 writes it between double quotes."""
+    text = escape_text(text)
+    if '"' in text:
+        text = text.replace('"', "&quot;")
+    if "\n" in text:
+        text = text.replace("\n", "&#10;")
+    if "\t" in text:
+        text = text.replace("\t", "&#9;")
+    return text
+
+
+def _escaping(clean: Callable[[str], str]) -> Callable[[str], str]:
+    """The output cleaner followed by escaping (escaping never makes an empty text non-empty)."""
+    def clean_escaped(text: str) -> str:
+        text = clean(text)
+        if "&" in text or "<" in text or ">" in text or "\r" in text:
+            return escape_text(text)
+        return text
+    return clean_escaped
 
 
 def _fail(where: str, exc: Exception) -> OrderError:
@@ -56,26 +102,30 @@ def _plain(spec: Element) -> bool:
             and spec.when is None and spec.for_each is None)
 
 
-def _compile(spec: Element, clean: Callable[[str], str], where: str) -> Builder:
+def _compile(spec: Element, clean_plain: Callable[[str], str], where: str, level: int, top: bool = False) -> Builder:
+    """The builder of ``spec`` at ``level``; a nested element's text starts with its indentation."""
+    clean = _escaping(clean_plain)
     name = spec.name
+    lead = "" if top else "\n" + INDENT * level       # the whitespace lxml's indent puts before it
+    child_lead = "\n" + INDENT * (level + 1)
+    close = f"\n{INDENT * level}</{name}>"
     text_fn = spec.text._fn if spec.text is not None else None
-    constant = None
-    if spec.text is not None and spec.text.constant is not None:
-        constant = clean(spec.text.constant)
+    constant = clean(spec.text.constant) if spec.text is not None and spec.text.constant is not None else None
     optional, has_children = spec.optional, bool(spec.children)
-    attributes = list(spec.attributes)
-    # children: a tuple (name, template, cleaned constant, optional, where) for a plain
-    # child, else that child's own builder
+    attributes = [(f' {k}="', t) for k, t in spec.attributes]
+    # children: a tuple (opening, closing, template, cleaned constant, optional, where) for a
+    # plain child, else that child's own builder
     children: list[Any] = []
     for child in spec.children:
         child_where = f"{where}/{child.name}"
         if _plain(child):
             c_const = clean(child.text.constant) if child.text.constant is not None else None
-            children.append((child.name, child.text._fn, c_const, child.optional, child_where))
+            children.append((f"{child_lead}<{child.name}>", f"</{child.name}>", child.text._fn, c_const,
+                             child.optional, child_where))
         else:
-            children.append(_compile(child, clean, child_where))
+            children.append(_compile(child, clean_plain, child_where, level + 1))
 
-    def one(ctx, parent, out) -> None:
+    def one(ctx, out) -> None:
         try:
             if constant is not None:
                 text = constant
@@ -85,15 +135,22 @@ def _compile(spec: Element, clean: Callable[[str], str], where: str) -> Builder:
                 text = None
             if optional and not text and not has_children:
                 return
-            attrib = {k: clean(t(ctx)) for k, t in attributes} if attributes else None
+            if attributes:
+                opening = "".join([lead, "<", name] + [
+                    f'{k}{escape_attribute(clean_plain(t(ctx)))}"' for k, t in attributes]) + ">"
+            else:
+                opening = f"{lead}<{name}>"
         except EvaluationError as exc:
             raise _fail(where, exc) from None
-        el = _Element(name, attrib) if parent is None else _SubElement(parent, name, attrib)
-        if text is not None:
-            el.text = text
+        if top:
+            parts: list[str] = []
+        else:
+            parts = out
+        mark = len(parts)
+        parts.append(opening)
         for child in children:
             if child.__class__ is tuple:
-                c_name, c_tmpl, c_text, c_optional, c_where = child
+                c_open, c_close, c_tmpl, c_text, c_optional, c_where = child
                 if c_text is None:
                     try:
                         c_text = clean(c_tmpl(ctx))
@@ -101,17 +158,28 @@ def _compile(spec: Element, clean: Callable[[str], str], where: str) -> Builder:
                         raise _fail(c_where, exc) from None
                 if c_optional and not c_text:
                     continue
-                _SubElement(el, c_name).text = c_text
+                parts.append(c_open + c_text + c_close)
             else:
-                child(ctx, el, out)
-        if parent is None:
-            out.append(el)
+                child(ctx, parts)
+        if len(parts) > mark + 1:  # children written: lxml's indent puts the text (if any) first
+            if text:
+                first = parts[mark + 1]
+                parts[mark + 1] = first[len(child_lead):]
+                parts[mark] = opening + text
+            parts.append(close)
+        elif text is None:
+            parts[mark] = opening[:-1] + "/>"
+        else:
+            parts[mark] = opening + text
+            parts.append(f"</{name}>")
+        if top:
+            out.append("".join(parts))
 
     bindings, when, for_each, item_name = list(spec.bindings), spec.when, spec.for_each, spec.item_name
     if not bindings and when is None and for_each is None:
         return one
 
-    def build(ctx, parent, out) -> None:
+    def build(ctx, out) -> None:
         try:
             if bindings:
                 ctx = dict(ctx)
@@ -126,12 +194,11 @@ def _compile(spec: Element, clean: Callable[[str], str], where: str) -> Builder:
         except EvaluationError as exc:
             raise _fail(where, exc) from None
         if items is None:
-            one(ctx, parent, out)
+            one(ctx, out)
             return
         item_ctx = dict(ctx)
         for item in items:
             item_ctx[item_name] = item
-            one(item_ctx, parent, out)
+            one(item_ctx, out)
 
     return build
-

@@ -150,6 +150,8 @@ def state_batches(state: Path) -> list[dict]:
         return []
     db = sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)
     try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone():
+            return []  # killed between creating the file and its first migration
         batches = []
         for bid, file_name, status, checksum in db.execute(
                 "SELECT id, file_name, status, checksum FROM batches WHERE mapping = ? "

@@ -6,7 +6,7 @@
   in the canonical form ``urllib3`` would send anyway (invalid characters percent-encoded,
   ``%xx`` upper case), so what is signed is byte for byte what goes on the wire. A ``next``
   link from the server is used exactly as given.
-* JSON is parsed with ``parse_float=decimal.Decimal``; any ``*json*`` content type is
+* JSON is parsed with every non-integer number a ``Decimal`` (engine.jsondecode); any ``*json*`` content type is
   accepted.
 * 5xx, timeouts, dropped connections and truncated bodies are retried with exponential
   backoff and jitter (tenacity), capped; then :class:`HttpError` names the method, the URL
@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import decimal
 import ipaddress
 import json
 import logging
@@ -36,6 +35,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 import tenacity
 
+from .. import jsondecode
 from .auth import Auth, build_auth
 from .pagination import origin_of
 from .ratelimit import SlidingWindowLimiter, resource_of
@@ -543,7 +543,7 @@ class HttpClient:
             raise _Retryable(f"HTTP {resp.status_code} with content type {ctype or 'none'!r} "
                              f"instead of JSON", status=resp.status_code)
         try:
-            data = json.loads(body.decode("utf-8"), parse_float=decimal.Decimal)
+            data = jsondecode.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _Retryable(f"HTTP {resp.status_code} with a truncated or invalid JSON body "
                              f"({len(body)} bytes; {type(exc).__name__})",

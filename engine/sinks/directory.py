@@ -63,7 +63,7 @@ class DirectorySink:
 
     def accept(self, outcome) -> list[str]:
         """Add one converted record; returns the shop ids delivered by this call (a full file)."""
-        self._builder.add(outcome.element)
+        self._builder.add(outcome.xml)
         self._refs.append(OrderRef(outcome.shop_id, outcome.number, outcome.invoice.date))
         return self._flush() if len(self._refs) >= self.m.per_file else []
 

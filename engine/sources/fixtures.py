@@ -7,13 +7,12 @@ comes through as a :class:`BrokenRecord` and is quarantined under its file name.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
+from .. import jsondecode
 from ..errors import SourceError
 
 
@@ -48,8 +47,8 @@ class FixtureSource:
             path = directory / name
             try:
                 with open(path, "rb") as f:
-                    data = json.loads(f.read(), parse_float=Decimal)
-            except json.JSONDecodeError as exc:
+                    data = jsondecode.loads(f.read())
+            except jsondecode.JSONDecodeError as exc:
                 yield BrokenRecord(path.name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
                 continue
             except (OSError, UnicodeDecodeError) as exc:
