@@ -68,6 +68,9 @@ def _finalize(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, Decimal):
+        text = str(value)  # format(value, "f") unless it has an exponent: no longer than the input
+        if "E" not in text and "e" not in text:
+            return text
         if value.is_finite():
             exponent = value.as_tuple().exponent
             if value.adjusted() > MAX_DECIMAL_DIGITS or exponent < -MAX_DECIMAL_DIGITS:

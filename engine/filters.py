@@ -5,7 +5,7 @@ Each is a plain function of values: no file, network or environment access.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import re
 import unicodedata
@@ -123,8 +123,14 @@ def local_date(value: object, zone: str = "Europe/Amsterdam") -> str:
 def date_format(value: object, fmt: str = "%d-%m-%Y") -> str:
     """Reformat a ``YYYY-MM-DD`` date or a timestamp: ``'2014-12-21' | date_format('%m-%Y')``."""
     if isinstance(value, str) and len(value) == 10:
-        return date.fromisoformat(value).strftime(fmt)
+        return _reformat_day(value, str(fmt))
     return parse_datetime(value).strftime(fmt)
+
+
+@lru_cache(maxsize=4096)
+def _reformat_day(day: str, fmt: str) -> str:
+    # a day's text for a format never changes, and a batch has few distinct days
+    return date.fromisoformat(day).strftime(fmt)
 
 
 def utc_timestamp(value: object) -> str:
@@ -272,8 +278,9 @@ def clean_xml_text(text: str, replacements: dict[str, str]) -> str:
     return strip_control(text).strip()
 
 
-def xml_cleaner(replacements: dict[str, str]):
-    """``clean_xml_text`` for one replacement table, as a one-argument function (faster)."""
+def xml_cleaner(replacements: dict[str, str], escape: Callable[[str], str] | None = None):
+    """``clean_xml_text`` for one replacement table, as a one-argument function (faster);
+    with ``escape``, a cleaned text holding ``& < >`` or a carriage return goes through it."""
     items = tuple(replacements.items())
     skip_ascii = _all_non_ascii(replacements)
 
@@ -284,6 +291,9 @@ def xml_cleaner(replacements: dict[str, str]):
                     text = text.replace(old, new)
         if not text.isprintable():
             text = _XML_FORBIDDEN.sub("", text)
-        return text.strip()
+        text = text.strip()
+        if escape is not None and ("&" in text or "<" in text or ">" in text or "\r" in text):
+            return escape(text)
+        return text
 
     return clean_text

@@ -37,7 +37,7 @@ def to_decimal(value: object, what: str = "amount") -> Decimal:
 
 def round_cents(value: Decimal) -> Decimal:
     """Half-up to cents, symmetric for negatives (-0.125 -> -0.13)."""
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    return value.quantize(CENT, ROUND_HALF_UP)  # positional: keywords cost 4x on C methods
 
 
 _EXPONENTS = {places: Decimal(1).scaleb(-places) for places in range(0, 9)}
@@ -47,7 +47,7 @@ def round_to(value: Decimal, places: int) -> Decimal:
     exponent = _EXPONENTS.get(places)
     if exponent is None:
         exponent = Decimal(1).scaleb(-places)
-    return value.quantize(exponent, rounding=ROUND_HALF_UP)
+    return value.quantize(exponent, ROUND_HALF_UP)
 
 
 def vat_from_incl(incl: Decimal, rate: Decimal) -> Decimal:
@@ -76,7 +76,7 @@ def allocate(amount: Decimal, weights: Sequence[Decimal],
     sign = -1 if amount < 0 else 1
     cents = abs(amount)
     exact = [cents * w / total_weight for w in weights]
-    parts = [e.quantize(CENT, rounding=ROUND_DOWN) for e in exact]
+    parts = [e.quantize(CENT, ROUND_DOWN) for e in exact]
     left = int((cents - sum(parts, ZERO)) / CENT)
     keys = tie_break or [ZERO] * len(weights)
     order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), -keys[i], i))
@@ -85,15 +85,21 @@ def allocate(amount: Decimal, weights: Sequence[Decimal],
     return [p if sign > 0 else ZERO - p for p in parts]
 
 
+def fixed(value: Decimal) -> str:
+    """``format(value, "f")`` at a third of the cost: ``str()`` writes the same text unless
+    it uses an exponent (a positive exponent, or more than six leading zeros)."""
+    text = str(value)
+    return text if "E" not in text and "e" not in text else format(value, "f")
+
+
 def plain(value: Decimal, places: int = 2) -> str:
     """``1043.45``: a dot, exactly ``places`` decimals, no exponent."""
-    return f"{round_to(value, places):f}"
+    return fixed(round_to(value, places))
 
 
 def trim(value: Decimal, max_places: int = 4) -> str:
     """Up to ``max_places`` decimals, trailing zeros dropped but at least 2 (``8.2231``, ``2.50``)."""
-    q = round_to(value, max_places)
-    text = f"{q:f}"
+    text = fixed(round_to(value, max_places))
     if "." in text:
         head, tail = text.split(".")
         tail = tail.rstrip("0").ljust(2, "0")
@@ -105,15 +111,15 @@ def trim(value: Decimal, max_places: int = 4) -> str:
 
 def quantity(value: Decimal) -> str:
     """A quantity as needed: ``1``, ``2.5``, ``-1``."""
-    text = f"{value.normalize():f}" if value != value.to_integral_value() else f"{value.to_integral_value():f}"
-    return text
+    whole = value.to_integral_value()
+    return fixed(value.normalize() if value != whole else whole)
 
 
 def dutch(value: Decimal, symbol: str = "€") -> str:
     """Dutch money format: ``€ 1.043,45`` (``€ -5,00`` for negatives)."""
     q = round_cents(value)
     sign = "-" if q < 0 else ""
-    whole, frac = f"{abs(q):f}".split(".")
+    whole, frac = fixed(abs(q)).split(".")
     groups = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])

@@ -53,7 +53,7 @@ def writer(spec: Element, replacements: dict[str, str], level: int = 0) -> Build
     hit = _compiled.get(key)
     if hit is not None and hit[0] is spec and hit[1] is replacements:
         return hit[2]
-    builder = _compile(spec, xml_cleaner(replacements), spec.name, level, top=True)
+    builder = _compile(spec, replacements, spec.name, level, top=True)
     _compiled[key] = (spec, replacements, builder)  # spec and table kept alive: ids stay theirs
     return builder
 
@@ -83,16 +83,6 @@ def escape_attribute(text: str) -> str:
     return text
 
 
-def _escaping(clean: Callable[[str], str]) -> Callable[[str], str]:
-    """The output cleaner followed by escaping (escaping never makes an empty text non-empty)."""
-    def clean_escaped(text: str) -> str:
-        text = clean(text)
-        if "&" in text or "<" in text or ">" in text or "\r" in text:
-            return escape_text(text)
-        return text
-    return clean_escaped
-
-
 def _fail(where: str, exc: Exception) -> OrderError:
     return OrderError(f"{where}: {exc}", field=where)
 
@@ -102,9 +92,9 @@ def _plain(spec: Element) -> bool:
             and spec.when is None and spec.for_each is None)
 
 
-def _compile(spec: Element, clean_plain: Callable[[str], str], where: str, level: int, top: bool = False) -> Builder:
+def _compile(spec: Element, replacements: dict[str, str], where: str, level: int, top: bool = False) -> Builder:
     """The builder of ``spec`` at ``level``; a nested element's text starts with its indentation."""
-    clean = _escaping(clean_plain)
+    clean = xml_cleaner(replacements, escape_text)
     name = spec.name
     lead = "" if top else "\n" + INDENT * level       # the whitespace lxml's indent puts before it
     child_lead = "\n" + INDENT * (level + 1)
@@ -113,6 +103,7 @@ def _compile(spec: Element, clean_plain: Callable[[str], str], where: str, level
     constant = clean(spec.text.constant) if spec.text is not None and spec.text.constant is not None else None
     optional, has_children = spec.optional, bool(spec.children)
     attributes = [(f' {k}="', t) for k, t in spec.attributes]
+    clean_plain = xml_cleaner(replacements) if attributes else None
     # children: a tuple (opening, closing, template, cleaned constant, optional, where) for a
     # plain child, else that child's own builder
     children: list[Any] = []
@@ -123,7 +114,7 @@ def _compile(spec: Element, clean_plain: Callable[[str], str], where: str, level
             children.append((f"{child_lead}<{child.name}>", f"</{child.name}>", child.text._fn, c_const,
                              child.optional, child_where))
         else:
-            children.append(_compile(child, clean_plain, child_where, level + 1))
+            children.append(_compile(child, replacements, child_where, level + 1))
 
     def one(ctx, out) -> None:
         try:

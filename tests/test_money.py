@@ -58,3 +58,28 @@ def test_number_forms_for_the_xml():
     assert money.trim(D("24.67") / D(3)) == "8.2233"
     assert money.trim(D("12.5")) == "12.50"
     assert money.quantity(D("2.50")) == "2.5" and money.quantity(D("1")) == "1" and money.quantity(D("-1")) == "-1"
+
+
+def _fixed_cases():
+    import random
+    rng = random.Random(20261127)
+    edge = ["0", "-0", "0.00", "-0.00", "1E+2", "1.00E+3", "-7E+1", "1E-6", "1E-7", "0.0000001", "0.000001",
+            "123E-9", "12345678901234567890.123", "1e-2", "5E0", "-0E-3", "0E+2", "Infinity", "-Infinity", "NaN"]
+    rand = [f"{rng.choice('-+ ')}{rng.randint(0, 10**rng.randint(0, 12))}E{rng.randint(-12, 6)}".strip()
+            for _ in range(400)]
+    return edge + rand
+
+
+@pytest.mark.parametrize("text", _fixed_cases())
+def test_fixed_is_format_f(text):
+    value = D(text)
+    assert money.fixed(value) == format(value, "f")
+
+
+@pytest.mark.parametrize("text", ["1E+2", "100", "2.50", "-0.5", "0.0000001", "1E-7", "3.000", "-0", "12E+3"])
+def test_forms_equal_their_format_f_definitions(text):
+    value = D(text)
+    whole = value.to_integral_value()
+    assert money.quantity(value) == (f"{value.normalize():f}" if value != whole else f"{whole:f}")
+    for places in range(0, 9):
+        assert money.plain(value, places) == f"{money.round_to(value, places):f}"
