@@ -19,13 +19,23 @@ from lxml import etree
 
 from .errors import MappingError, OrderError
 from .mapping import Element, Mapping_
-from .render import INDENT, render
+from .render import INDENT, render_text
 
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 #: Parses a written record for the XSD: no entities, no network, and no indentation in the
 #: tree (every written text is stripped, so only indentation is blank): parsing ~35% faster.
-_RECORD_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+#: huge_tree lifts libxml2's size limits, which the tree built in memory never had: the text
+#: is our own, escaped, and declares no entities.
+_RECORD_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True,
+                                 huge_tree=True)
+
+
+def _parse_part(data: bytes, name: str) -> etree._Element:
+    try:
+        return etree.fromstring(data, _RECORD_PARSER)
+    except etree.XMLSyntaxError as exc:  # pragma: no cover - the writer escapes every text
+        raise MappingError(f"the document part <{name}> does not parse: {exc}") from None
 
 
 class Validator:
@@ -97,12 +107,23 @@ class DocumentBuilder:
         self.record_level = record_level(mapping.document)
         self._spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)
         self._lead = b"\n" + INDENT.encode() * self.record_level
+        self._pending: list[bytes] = []  # records not yet in the spool: written ~256 KB at a time
+        self._pending_size = 0
         self.count = 0
 
     def add(self, xml: bytes) -> None:
         """A record's text, written for this document's record level and validated by the pipeline."""
-        self._spool.write(self._lead + xml)
+        self._pending.append(self._lead)
+        self._pending.append(xml)
+        self._pending_size += len(xml)
         self.count += 1
+        if self._pending_size >= 1 << 18:
+            self._spool_pending()
+
+    def _spool_pending(self) -> None:
+        self._spool.write(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_size = 0
 
     def write(self, out: BinaryIO, batch: dict[str, Any]) -> None:
         """Write the whole document to ``out``; parts outside the records are validated too."""
@@ -115,14 +136,17 @@ class DocumentBuilder:
 
     def _write(self, xf, out: BinaryIO, spec: Element, ctx, depth: int) -> None:
         if not _contains_records(spec):
-            for el in render(spec, ctx, self.mapping.replacements, depth):
-                self._check_part(el)
-                xf.write(el)
+            for text in render_text(spec, ctx, self.mapping.replacements, depth):
+                data = text.encode("utf-8")
+                self._check_part(_parse_part(data, spec.name))
+                xf.flush()
+                out.write(data)  # as written: re-serialising a parsed <X></X> would give <X/>
             return
         attrib = {k: t(ctx) for k, t in spec.attributes}
         with xf.element(spec.name, attrib):
             if spec.records:
                 xf.flush()
+                self._spool_pending()
                 self._spool.seek(0)
                 while chunk := self._spool.read(1 << 16):
                     out.write(chunk)

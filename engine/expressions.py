@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 
+import jinja2.filters
 from jinja2 import StrictUndefined, TemplateRuntimeError, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
@@ -192,6 +193,13 @@ def make_environment() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, finalize=_finalize,
                        keep_trailing_newline=False)
     env.filters.update(FILTERS)
+    # Jinja's list filters (sum, map, select, ...) are async-aware wrappers that look at
+    # env.is_async on every call; in this synchronous environment their sync functions are
+    # the same filters without that detour (same arguments, same sandboxed attribute access).
+    for name, func in list(env.filters.items()):
+        sync = getattr(jinja2.filters, f"sync_do_{name}", None)
+        if sync is not None and func is getattr(jinja2.filters, f"do_{name}", None):
+            env.filters[name] = sync
     env.tests.update(TESTS)
     env.globals.clear()
     # safe_range: Jinja's sandbox range, at most MAX_RANGE (100000) items

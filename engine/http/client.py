@@ -544,7 +544,7 @@ class HttpClient:
                              f"instead of JSON", status=resp.status_code)
         try:
             data = jsondecode.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise _Retryable(f"HTTP {resp.status_code} with a truncated or invalid JSON body "
                              f"({len(body)} bytes; {type(exc).__name__})",
                              status=resp.status_code) from None

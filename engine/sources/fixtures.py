@@ -42,20 +42,24 @@ class FixtureSource:
             names = sorted(e.name for e in entries if e.name.endswith(".json"))
         if not names:
             raise SourceError(f"no .json files in {self.directory}")
-        directory = self.directory
+        directory = str(self.directory)
         for name in names:
-            path = directory / name
+            path = os.path.join(directory, name)  # a str: a Path per file costs more than reading it
             try:
                 with open(path, "rb") as f:
                     data = jsondecode.loads(f.read())
             except jsondecode.JSONDecodeError as exc:
-                yield BrokenRecord(path.name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+                yield BrokenRecord(name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
                 continue
             except (OSError, UnicodeDecodeError) as exc:
-                yield BrokenRecord(path.name, f"{path}: cannot be read: {exc}")
+                yield BrokenRecord(name, f"{path}: cannot be read: {exc}")
+                continue
+            except (ValueError, RecursionError) as exc:  # an int over 4,300 digits, nesting too deep
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                yield BrokenRecord(name, f"{path}: not valid JSON: {reason}")
                 continue
             if not isinstance(data, dict):
-                yield BrokenRecord(path.name, f"{path}: holds {type(data).__name__}, not one record object")
+                yield BrokenRecord(name, f"{path}: holds {type(data).__name__}, not one record object")
                 continue
             yield data
 
