@@ -506,7 +506,10 @@ class Expression:
             self._fn = _walker(match.group(1))
             self.is_path = True
         else:
-            self._fn = _fast_expression(source, _jinja_expression(source))
+            slow = _compiled_on_first_use(_jinja_expression, source)
+            fast = _fast_expression(source, slow)
+            # without generated code Jinja is the path: compiled now, its errors are load errors
+            self._fn = fast if fast is not slow else _jinja_expression(source)
             self.is_path = False
 
     def __call__(self, context: Mapping[str, Any]) -> Any:
@@ -535,6 +538,25 @@ def _failure(exc: Exception, source: str) -> Exception:
 
 _FAILURES = (UndefinedError, SecurityError, NoMatch, TypeError, ValueError, ArithmeticError, LookupError,
              AttributeError, TemplateRuntimeError, RecursionError)
+
+
+def _compiled_on_first_use(compile_: Callable[[str], Callable], source: str) -> Callable[[Mapping[str, Any]], Any]:
+    """``compile_(source)``, done when first called: the fallback of a generated fast path.
+
+    The fast path was generated from Jinja's own parse of ``source`` (so it parses), and it
+    covers only nodes Jinja compiles without complaint; the fallback runs only where the fast
+    path gives up (an undefined name, an error to word). Compiling every fallback up front was
+    a third of loading the default mapping.
+    """
+    compiled: Callable | None = None
+
+    def jinja_fallback(context: Mapping[str, Any]) -> Any:
+        nonlocal compiled
+        if compiled is None:
+            compiled = compile_(source)
+        return compiled(context)
+
+    return jinja_fallback
 
 
 def _jinja_expression(source: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -580,7 +602,9 @@ class Template:
             walk = _walker(match.group(1))
             self._fn = lambda context: str(_finalize(walk(context)))
             return
-        self._fn = _fast_template(source, _jinja_template(source))
+        slow = _compiled_on_first_use(_jinja_template, source)
+        fast = _fast_template(source, slow)
+        self._fn = fast if fast is not slow else _jinja_template(source)
 
     def __call__(self, context: Mapping[str, Any]) -> str:
         return self._fn(context)
