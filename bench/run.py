@@ -2,6 +2,7 @@
 
     python bench/run.py            # 1,000 / 10,000 / 100,000 orders (about 5-8 minutes)
     python bench/run.py --quick    # 1,000 / 10,000 only
+    python bench/run.py --instructions   # also instructions per order (valgrind), noise-free
 
 For each size the orders are generated once (full-size CCV orders, fixed seed, cached under
 $MAPPER_BENCH_CACHE or /tmp/mapper-bench-cache; see bench/generate.py). Each measurement is
@@ -26,6 +27,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,8 +67,8 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def measure(cmd: list[str], env: dict[str, str], ok=(0,)) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one fresh process."""
+def measure(cmd: list[str], env: dict[str, str], ok=(0,)) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds user+system) of one fresh process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -75,7 +78,7 @@ def measure(cmd: list[str], env: dict[str, str], ok=(0,)) -> tuple[float, float]
     proc.stderr.close()
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{err}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss is in KiB on Linux
 
 
 def _digest(path: Path) -> str:
@@ -108,11 +111,53 @@ def bench_size(n: int, runs: int, tmp: Path, env: dict[str, str]) -> dict:
     def summary(samples):
         t = statistics.median(s[0] for s in samples)
         return {"seconds": round(t, 3), "orders_per_s": round(n / t), "rss_mb": round(statistics.median(s[1] for s in samples), 1),
-                "runs": [{"seconds": round(w, 3), "rss_mb": round(r, 1)} for w, r in samples]}
+                "cpu_seconds": round(statistics.median(s[2] for s in samples), 3),
+                "runs": [{"seconds": round(w, 3), "rss_mb": round(r, 1), "cpu_seconds": round(c, 3)} for w, r, c in samples]}
 
     e, b = summary(engine), summary(base)
     return {"orders": n, "engine": e, "baseline": b, "ratio": round(e["seconds"] / b["seconds"], 3),
+            "ratio_cpu": round(e["cpu_seconds"] / b["cpu_seconds"], 3),
             "identical_output": identical, "output_mb": round(size_mb, 1)}
+
+
+def _instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions one process executes, counted by callgrind: the same count every time."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd], cwd=ROOT,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode not in (0, 3) or not found:
+        raise SystemExit(f"callgrind failed on {' '.join(cmd)}:\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def bench_instructions(tmp: Path, env: dict[str, str], n: int = 500) -> dict | None:
+    """Instructions per order (n orders minus 1 order, divided by n - 1) for engine and baseline.
+
+    Wall time on a shared machine moves by 30% from one minute to the next; instruction
+    counts do not. They are not time (cache misses, branch misses), but they show the
+    engine's own overhead per order with no noise, and the start-up cost apart.
+    """
+    if shutil.which("valgrind") is None:
+        print("valgrind not found: no instruction counts", file=sys.stderr)
+        return None
+    source = fixture_dir(1000)
+    names = sorted(p.name for p in source.glob("*.json"))
+    counts = {}
+    for size in (1, n):
+        subset = tmp / f"subset-{size}"
+        subset.mkdir()
+        for name in names[:size]:
+            (subset / name).symlink_to(source / name)
+        out = tmp / "instructions.xml"
+        counts[size] = {
+            "engine": _instructions([sys.executable, str(ROOT / "cli.py"), "dry-run", str(MAPPING), "--fixtures",
+                                     str(subset), "--out", str(out)], env),
+            "baseline": _instructions([sys.executable, str(ROOT / "bench" / "baseline.py"), "--fixtures",
+                                       str(subset), "--out", str(out)], env)}
+    per = {k: (counts[n][k] - counts[1][k]) / (n - 1) for k in ("engine", "baseline")}
+    return {"orders": n, "per_order_millions": {k: round(v / 1e6, 3) for k, v in per.items()},
+            "start_millions": {k: round(counts[1][k] / 1e6) for k in per},
+            "ratio_per_order": round(per["engine"] / per["baseline"], 3)}
 
 
 def bench_cli(args: list[str], env: dict[str, str], runs: int = 5) -> dict:
@@ -127,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per size below 100,000 (default 3)")
     p.add_argument("--runs-large", type=int, default=2, help="runs at 100,000 and above (default 2)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    p.add_argument("--instructions", action="store_true",
+                   help="also count instructions per order with valgrind (noise-free ratio; ~90 s)")
     args = p.parse_args(argv)
     sizes = args.sizes or ([1000, 10000] if args.quick else [1000, 10000, 100000])
 
@@ -153,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratio {row['ratio']:.2f}", file=sys.stderr)
         results["validate"] = bench_cli(["validate", str(MAPPING)], env)
         results["help"] = bench_cli(["--help"], env)
+        if args.instructions:
+            results["instructions"] = bench_instructions(tmp, env)
 
     rows = results["sizes"]
     small, large = rows[0], rows[-1]
@@ -172,16 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print()
-    print(f"{'orders':>8} | {'engine/s':>8} {'RSS MB':>7} | {'baseline/s':>10} {'RSS MB':>7} | {'ratio':>5} | same bytes")
-    print("-" * 70)
+    print(f"{'orders':>8} | {'engine/s':>8} {'RSS MB':>7} | {'baseline/s':>10} {'RSS MB':>7} | {'ratio':>5} "
+          f"{'cpu ratio':>9} | same bytes")
+    print("-" * 82)
     for r in rows:
         print(f"{r['orders']:>8,} | {r['engine']['orders_per_s']:>8,} {r['engine']['rss_mb']:>7.1f} | "
-              f"{r['baseline']['orders_per_s']:>10,} {r['baseline']['rss_mb']:>7.1f} | {r['ratio']:>5.2f} | "
-              f"{'yes' if r['identical_output'] else 'NO'}")
+              f"{r['baseline']['orders_per_s']:>10,} {r['baseline']['rss_mb']:>7.1f} | {r['ratio']:>5.2f} "
+              f"{r['ratio_cpu']:>9.2f} | {'yes' if r['identical_output'] else 'NO'}")
     g = results["rss_growth_mb"]
     print(f"RSS({g['to']:,}) - RSS({g['from']:,}): engine {g['engine']:+.1f} MB, baseline {g['baseline']:+.1f} MB")
     print(f"mapper validate: {results['validate']['seconds']:.3f} s   mapper --help: {results['help']['seconds']:.3f} s "
           f"(median of 5)")
+    if results.get("instructions"):
+        ins = results["instructions"]
+        print(f"instructions per order (callgrind, {ins['orders']} orders): engine "
+              f"{ins['per_order_millions']['engine']:.2f} M, baseline {ins['per_order_millions']['baseline']:.2f} M, "
+              f"ratio {ins['ratio_per_order']:.3f}; start-up engine {ins['start_millions']['engine']:,} M, "
+              f"baseline {ins['start_millions']['baseline']:,} M")
     print(f"targets: " + ", ".join(f"{k} {'ok' if v else ('n/a' if v is None else 'MISSED')}"
                                    for k, v in results["targets_met"].items()))
     print(f"total {results['wall_seconds']:.0f} s")
