@@ -19,6 +19,7 @@ from typing import Any
 
 from .customers import InFileMatcher, Match
 from .errors import MappingError
+from .state.base import StateError
 from .filters import fold_name, normalise_email
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -60,6 +61,12 @@ class RegisterMatcher:
     in_file: InFileMatcher = field(default_factory=InFileMatcher)
     created: int = 0
     known: int = 0
+    # New debtors are written by flush(), one transaction for all, before the records that
+    # carry them are delivered (the runner calls it before each batch): one commit per
+    # debtor (synchronous=FULL: an fsync each) made a back-fill wait on the disk.
+    _unsaved: dict[str, str] = field(default_factory=dict)  # key hash -> number
+    _unsaved_numbers: set[str] = field(default_factory=set)
+    _last_number: int | None = None  # the sequence's last number handed out in memory
 
     def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         hit = self.in_file.seen.get(key)
@@ -73,10 +80,24 @@ class RegisterMatcher:
             return Match(number, known=True)
         number = self._new_number(proposed_number)
         if not self.readonly:
-            number = self.store.debtor_remember(self.mapping, h, number)
+            self._unsaved[h] = number
+            self._unsaved_numbers.add(number)
         self.created += 1
         self.in_file.seen[key] = (number, fold_name(name))
         return Match(number, known=False)
+
+    def flush(self) -> None:
+        """Write the debtors this run created (and the sequence) in one transaction."""
+        if not self._unsaved and self._last_number is None:
+            return
+        registered = self.store.debtor_remember_many(self.mapping, self._unsaved, self._last_number)
+        changed = sum(1 for h, number in self._unsaved.items() if registered[h] != number)
+        self._unsaved.clear()
+        self._unsaved_numbers.clear()
+        if changed:
+            raise StateError(f"the debtor register changed while this run was matching ({changed} e-mail "
+                             f"address(es) got another debtor number meanwhile, e.g. by `mapper debtors import`); "
+                             f"the orders that carry them were not delivered: run again")
 
     def _new_number(self, proposed: str) -> str:
         if self.numbering.kind != "sequence":
@@ -84,9 +105,13 @@ class RegisterMatcher:
         if self.readonly:
             return f"new:{proposed}"
         while True:
-            n = self.store.debtor_next_number(self.mapping, self.numbering.start)
+            if self._last_number is None:  # the run's first: taken in the state, never handed out again
+                n = self.store.debtor_next_number(self.mapping, self.numbering.start)
+            else:  # the rest in memory; flush() moves the state's sequence past them
+                n = max(self._last_number + 1, self.numbering.start)
+            self._last_number = n
             text = str(n).zfill(self.numbering.width)
-            if not self.store.debtor_number_taken(self.mapping, text):
+            if text not in self._unsaved_numbers and not self.store.debtor_number_taken(self.mapping, text):
                 return text
 
 
@@ -136,6 +161,7 @@ def import_debtors(path: Path, store: Any, mapping: str, secret: str) -> ImportR
                            hint="need a debtor number column (e.g. 'Debiteurnummer') and an e-mail column (e.g. 'E-mail')")
     report = ImportReport()
     seen: dict[str, str] = {}
+    to_add: dict[str, str] = {}  # key hash -> number, written in one transaction
     for line_no, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -158,13 +184,15 @@ def import_debtors(path: Path, store: Any, mapping: str, secret: str) -> ImportR
         h = key_hash(secret, email)
         existing = store.debtor_lookup(mapping, h)
         if existing is None:
-            store.debtor_remember(mapping, h, number)
+            to_add[h] = number
             report.added += 1
         elif existing == number:
             report.already += 1
         else:
             report.skipped.append((line_no, f"debtor {number}: this e-mail is already registered as debtor "
                                             f"{existing}; the register never overwrites"))
+    if to_add:
+        store.debtor_remember_many(mapping, to_add)
     return report
 
 

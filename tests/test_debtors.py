@@ -25,6 +25,7 @@ def store(tmp_path):
 def test_case_and_whitespace_find_the_same_debtor(store):
     m = RegisterMatcher(store, "m", SECRET)
     assert m.match("jan@example.nl", "100", "Jan").number == "100"
+    m.flush()  # the runner does it before the batch that carries the debtor is recorded
     again = RegisterMatcher(store, "m", SECRET)  # a later run
     hit = again.match("jan@example.nl", "999", "Jan")
     assert (hit.number, hit.known) == ("100", True)
@@ -46,6 +47,28 @@ def test_sequence_never_reuses_a_number_and_skips_imported_ones(store, tmp_path)
     m = RegisterMatcher(store, "m", SECRET, Numbering("sequence", 5000, 0))
     numbers = [m.match(f"c{i}@example.nl", "-", "C").number for i in range(3)]
     assert numbers == ["5000", "5002", "5003"]
+
+
+def test_new_debtors_are_written_together_by_flush_and_the_sequence_moves_past_them(store):
+    m = RegisterMatcher(store, "m", SECRET, Numbering("sequence", 5000, 0))
+    numbers = [m.match(f"c{i}@example.nl", "-", "C").number for i in range(4)]
+    assert numbers == ["5000", "5001", "5002", "5003"]
+    assert store.debtor_lookup("m", key_hash(SECRET, "c3@example.nl")) is None  # not yet written
+    m.flush()
+    assert [store.debtor_lookup("m", key_hash(SECRET, f"c{i}@example.nl")) for i in range(4)] == numbers
+    later = RegisterMatcher(store, "m", SECRET, Numbering("sequence", 5000, 0))  # the next run
+    assert later.match("new@example.nl", "-", "N").number == "5004"
+    m.flush()  # nothing new: harmless
+    assert store.debtor_next_number("m", 5000) == 5005
+
+
+def test_flush_refuses_when_the_register_changed_meanwhile(store):
+    m = RegisterMatcher(store, "m", SECRET)
+    m.match("jan@example.nl", "100", "Jan")
+    store.debtor_remember("m", key_hash(SECRET, "jan@example.nl"), "42")  # e.g. `mapper debtors import`
+    with pytest.raises(Exception, match="register changed .* run again"):
+        m.flush()
+    assert store.debtor_lookup("m", key_hash(SECRET, "jan@example.nl")) == "42"  # never overwritten
 
 
 def test_same_email_other_name_keeps_the_debtor_and_flags(store):

@@ -42,9 +42,14 @@ KEYS = {"pub-test": "sec-test"}
 
 
 def make_mapping(directory: Path, *, per_file: int = 20, fast_http: bool = False,
-                 name: str = "m.yaml") -> Path:
-    """The default mapping with ``per_file`` changed and the XSD path made absolute."""
+                 name: str = "m.yaml", sequence: int | None = None) -> Path:
+    """The default mapping with ``per_file`` changed and the XSD path made absolute
+    (``sequence``: new debtors numbered from it)."""
     text = MAPPING.read_text(encoding="utf-8")
+    if sequence is not None:
+        text, n = re.subn(r"(?m)^(\s*)key_env: MAPPER_DEBTOR_KEY.*$",
+                          rf"\g<0>\n\g<1>numbering: {{sequence: {{start: {sequence}}}}}", text)
+        assert n == 1
     text, n = re.subn(r"(?m)^(\s*)per_file: \d+", rf"\g<1>per_file: {per_file}", text)
     assert n == 1
     text, n = re.subn(r"(?m)^(\s*)xsd: .*$", rf"\g<1>xsd: {XSD.as_posix()}", text)
@@ -142,6 +147,18 @@ def outbox_contents(outbox: Path) -> dict[str, list[str]]:
         assert doc.findtext("Header/OrderCount") == str(len(numbers))
         files[path.name] = numbers
     return files
+
+
+def assert_one_debtor_per_customer(outbox: Path) -> None:
+    """Across every file: one debtor number per e-mail address, one e-mail address per new number."""
+    numbers: dict[str, set[str]] = {}
+    for path in outbox.glob("*.xml"):
+        for debtor in etree.parse(str(path)).iter("Debtor"):
+            numbers.setdefault(debtor.findtext("Email"), set()).add(debtor.findtext("DebtorNumber"))
+    assert numbers and all(len(v) == 1 for v in numbers.values()), \
+        {k: v for k, v in numbers.items() if len(v) > 1}
+    owners = Counter(next(iter(v)) for v in numbers.values())
+    assert all(c == 1 for c in owners.values()), {n: c for n, c in owners.items() if c > 1}
 
 
 def state_batches(state: Path) -> list[dict]:
@@ -367,7 +384,7 @@ cli.main()
     ("after_mark_delivered", False, False, None),
 ])
 def test_sigkill_at_each_step_of_the_outbox_protocol(tmp_path, small_shop, point, pending, partial, note):
-    mapping = make_mapping(tmp_path, per_file=10)
+    mapping = make_mapping(tmp_path, per_file=10, sequence=9000)
     env = base_env(tmp_path)
     state, outbox = tmp_path / "state.sqlite", tmp_path / "outbox"
     args = run_cmd(mapping, state, outbox, fixtures=small_shop)[2:]
@@ -389,6 +406,7 @@ def test_sigkill_at_each_step_of_the_outbox_protocol(tmp_path, small_shop, point
     if point == "after_rename":   # the file that made it is kept as it was, not written again
         assert Path(state_batches(state)[1]["file"]).name == files[1]
     assert status_json(mapping, state)["runs"][-1]["outcome"] == "interrupted"
+    assert_one_debtor_per_customer(outbox)
     discarded = [b for b in state_batches(state) if b["status"] == "discarded"]
     assert len(discarded) == int(point in ("after_create_batch", "file_half_written"))
 

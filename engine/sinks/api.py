@@ -206,6 +206,7 @@ class ApiSink:
     def __init__(self, dest: ApiDestination, store: Any, mapping_name: str, now, run_id: int | None = None):
         self.dest = dest
         self.store = store
+        self.before_delivery = lambda: None  # as DirectorySink's (API debtors are created remotely: nothing)
         self.name = mapping_name
         self.now = now
         self.run_id = run_id
@@ -252,6 +253,7 @@ class ApiSink:
                 return found
         else:
             batch_id = f"{self.name}-api-{shop_id}-{uuid.uuid4().hex[:8]}"
+            self.before_delivery()
             self.store.create_batch(self.name, batch_id, f"api:{outcome.number}",
                                     [OrderRef(shop_id, outcome.number, outcome.invoice.date)], created_at=self.now(),
                                     run_id=self.run_id)

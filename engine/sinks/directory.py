@@ -25,6 +25,9 @@ class DirectorySink:
                  stamp: datetime, now: Callable[[], datetime], run_id: int | None = None):
         self.m = mapping
         self.store = store
+        #: called before a batch is recorded as pending: what the records carry (new debtors)
+        #: is in the state before they can leave
+        self.before_delivery: Callable[[], None] = lambda: None
         self.outbox = outbox
         self.validator = validator
         self.stamp = stamp
@@ -82,6 +85,7 @@ class DirectorySink:
             self._seq += 1
             info = self._batch_info(builder.count)
             file_name = self._file_name(info)
+        self.before_delivery()
         self.store.create_batch(self.m.name, info.id, str(self.outbox.path(file_name).absolute()), refs,
                                 created_at=self.now(), run_id=self.run_id)
         with self.outbox.write(file_name) as f:

@@ -428,6 +428,16 @@ class StateStore(abc.ABC):
     def debtor_remember(self, mapping: str, key_hash: str, debtor_number: str) -> str:
         """Remember key -> debtor. Never overwrites: returns the number actually registered."""
 
+    def debtor_remember_many(self, mapping: str, entries: Mapping[str, str],
+                             sequence_at_least: int | None = None) -> dict[str, str]:
+        """:meth:`debtor_remember` for many keys, and the sequence moved up to at least
+        ``sequence_at_least``: what each key is registered under afterwards. A backend does
+        it in one transaction (one commit instead of one per debtor); this default does not."""
+        registered = {h: self.debtor_remember(mapping, h, n) for h, n in entries.items()}
+        if sequence_at_least is not None:
+            self.debtor_next_number(mapping, sequence_at_least)  # may skip one number: never reuses one
+        return registered
+
     @abc.abstractmethod
     def debtor_next_number(self, mapping: str, start: int) -> int:
         """Next number of a sequence that never hands out a number twice (at least ``start``)."""

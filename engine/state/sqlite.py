@@ -552,6 +552,23 @@ class SQLiteStateStore(StateStore):
             return db.execute("SELECT debtor_number FROM debtors WHERE mapping = ? "
                               "AND key_hash = ?", (mapping, key_hash)).fetchone()[0]
 
+    def debtor_remember_many(self, mapping: str, entries: Mapping[str, str],
+                             sequence_at_least: int | None = None) -> dict[str, str]:
+        check_mapping(mapping)
+        for h in entries:
+            check_key_hash(h)
+        with self._write("remember debtors") as db:
+            db.executemany("INSERT INTO debtors (mapping, key_hash, debtor_number) VALUES (?, ?, ?) "
+                           "ON CONFLICT (mapping, key_hash) DO NOTHING",
+                           [(mapping, h, str(n)) for h, n in entries.items()])
+            registered = {h: db.execute("SELECT debtor_number FROM debtors WHERE mapping = ? AND key_hash = ?",
+                                        (mapping, h)).fetchone()[0] for h in entries}
+            if sequence_at_least is not None:
+                db.execute("INSERT INTO sequences (mapping, name, value) VALUES (?, ?, ?) "
+                           "ON CONFLICT (mapping, name) DO UPDATE SET value = MAX(value, excluded.value)",
+                           (mapping, DEBTOR_SEQUENCE, int(sequence_at_least)))
+            return registered
+
     def debtor_number_taken(self, mapping: str, debtor_number: str) -> bool:
         with self._mutex:
             row = self._db().execute(
