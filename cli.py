@@ -320,17 +320,17 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
     from engine.clock import now
     from engine.errors import MapperError
     from engine.mapping import load_mapping
-    from engine.runner import plan_limit
+    from engine.runner import PLAN_YEAR_ZONE, plan_limit, plan_year
     try:
         m = load_mapping(mapping)
         with _open_store(state, readonly=True) as store:
             plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
-            year = now().year
+            year = plan_year(now())
             data = {
                 "mapping": m.name,
                 "enabled": store.is_enabled(m.name),
                 "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
-                         "delivered": store.delivered_count(m.name, year)},
+                         "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
                 "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode, "outcome": r.outcome,
                           "finished": r.finished_at.isoformat() if r.finished_at else None, "counts": r.counts}
                          for r in store.last_runs(m.name, 10)],

@@ -16,8 +16,9 @@ Two runs of one mapping never overlap (the store's run lock).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo
 
 from .clock import now as clock_now
 from .document import Validator
@@ -44,6 +45,16 @@ class RunResult:
     quarantined: list[Quarantined] = field(default_factory=list)
     flags: list[tuple[str, str]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+
+
+#: The plans count invoices per calendar year where the shops are (CCV Shop and Asperion are
+#: Dutch): an order delivered at 00:30 on 1 January counts in the new year, not the old.
+PLAN_YEAR_ZONE = "Europe/Amsterdam"
+
+
+def plan_year(stamp: datetime) -> int:
+    """The plan year of a moment."""
+    return stamp.astimezone(ZoneInfo(PLAN_YEAR_ZONE)).year
 
 
 def plan_limit(plan: str) -> int | None:
@@ -94,7 +105,7 @@ class Runner:
             sink.prepare()
             for key, n in sink.recover().items():
                 r.counts[key] += n
-            self._delivered_this_year = self.store.delivered_count(name, self._stamp.year)
+            self._delivered_this_year = self.store.delivered_count(name, plan_year(self._stamp), PLAN_YEAR_ZONE)
             for outcome in self._outcomes():
                 if self.limit is not None and self._delivered_this_year + sink.pending >= self.limit:
                     r.counts["held_by_plan"] += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES
 from helpers import load_order, write_order
 from simulators.ccvshop_data import generate_fixture_dir
 from helpers import run_preview
@@ -330,3 +331,18 @@ def test_run_report_does_not_quote_a_refused_email_address(ctx, shop):
     text = next(ctx.reports.glob("*.json")).read_text("utf-8")
     assert "Email" in text
     assert_no_customer_data(text, shop)
+
+
+def test_the_plan_year_turns_at_midnight_in_amsterdam_not_in_utc(tmp_path, ctx):
+    shop = tmp_path / "newyear-shop"
+    shutil.copytree(FIXTURES, shop)
+    # 23:30 on 31 December in Amsterdam (22:30Z): this year's invoices
+    before = ctx.run(shop, env=ctx.env | {"MAPPER_NOW": "2026-12-31T22:30:00Z"})
+    assert before.returncode in (0, 3), before.stdout + before.stderr
+    delivered = report_of(ctx.reports)["counts"]["delivered"]
+    assert delivered > 0
+    plan = ctx.status(env={"MAPPER_NOW": "2026-12-31T22:45:00Z"})["plan"]
+    assert (plan["year"], plan["delivered"]) == (2026, delivered)
+    # 00:30 on 1 January in Amsterdam is still 31 December in UTC (23:30Z): a new plan year
+    plan = ctx.status(env={"MAPPER_NOW": "2026-12-31T23:30:00Z"})["plan"]
+    assert (plan["year"], plan["delivered"]) == (2027, 0)

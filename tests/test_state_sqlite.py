@@ -281,6 +281,11 @@ def test_delivered_many_ids_and_count_per_year(store: StateStore):
     store.mark_delivered("tz", "c", datetime(2026, 1, 1, 0, 30,
                                              tzinfo=timezone(timedelta(hours=1))))
     assert store.delivered_count(M, 2025) == 2101
+    # counted by the Amsterdam calendar (the plans' year): 23:59Z on 31 December is already
+    # 00:59 on 1 January there, so those batches count in the next year
+    assert store.delivered_count(M, 2024, "Europe/Amsterdam") == 0
+    assert store.delivered_count(M, 2025, "Europe/Amsterdam") == 500        # b0, 2024-12-31T23:59Z
+    assert store.delivered_count(M, 2026, "Europe/Amsterdam") == 2100 + 1   # and "tz", 00:30 on 1 January
 
 
 def test_crash_after_pending_leaves_a_pending_batch(db: Path):

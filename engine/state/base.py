@@ -362,8 +362,9 @@ class StateStore(abc.ABC):
         """Which of these shop ids are in a delivered batch of this mapping."""
 
     @abc.abstractmethod
-    def delivered_count(self, mapping: str, year: int) -> int:
-        """Orders in batches delivered in this calendar year (UTC delivery timestamp)."""
+    def delivered_count(self, mapping: str, year: int, zone: str = "UTC") -> int:
+        """Orders in batches delivered in this calendar year, as the clock in ``zone`` tells it
+        (the delivery timestamps are UTC; ``Europe/Amsterdam``'s 2026 starts at 2025-12-31T23:00Z)."""
 
     # ---- quarantine
     @abc.abstractmethod

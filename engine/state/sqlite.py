@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
+from zoneinfo import ZoneInfo
 
 from engine.state import migrations as _migrations
 from engine.state.base import (
@@ -389,9 +390,8 @@ class SQLiteStateStore(StateStore):
                     f"AND o.shop_id IN ({_marks(len(part))})", (mapping, *part)))
         return out
 
-    def delivered_count(self, mapping: str, year: int) -> int:
-        start = f"{int(year):04d}-01-01T00:00:00"
-        end = f"{int(year) + 1:04d}-01-01T00:00:00"
+    def delivered_count(self, mapping: str, year: int, zone: str = "UTC") -> int:
+        start, end = (utc_text(datetime(int(year) + i, 1, 1, tzinfo=ZoneInfo(zone))) for i in (0, 1))
         with self._mutex:
             row = self._db().execute(
                 "SELECT COUNT(*) FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
