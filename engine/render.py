@@ -58,29 +58,27 @@ def writer(spec: Element, replacements: dict[str, str], level: int = 0) -> Build
     return builder
 
 
+#: What libxml2 escapes when it writes character data, and in attribute values (between double
+#: quotes) besides; "&" first, so that no escape is escaped again.
+_TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
+_ATTRIBUTE_ESCAPES = _TEXT_ESCAPES + (('"', "&quot;"), ("\n", "&#10;"), ("\t", "&#9;"))
+
+
+def _escaped(text: str, escapes: tuple[tuple[str, str], ...]) -> str:
+    for char, entity in escapes:
+        if char in text:
+            text = text.replace(char, entity)
+    return text
+
+
 def escape_text(text: str) -> str:
     """Character data as libxml2 writes it: & < > escaped, and a carriage return as &#13;."""
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    return text
+    return _escaped(text, _TEXT_ESCAPES)
 
 
 def escape_attribute(text: str) -> str:
     """An attribute value as libxml2 writes it between double quotes."""
-    text = escape_text(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#9;")
-    return text
+    return _escaped(text, _ATTRIBUTE_ESCAPES)
 
 
 def _fail(where: str, exc: Exception) -> OrderError:
