@@ -182,7 +182,7 @@ def import_debtors(path: Path, store: Any, mapping: str, secret: str) -> ImportR
             continue
         seen[email] = number
         h = key_hash(secret, email)
-        existing = store.debtor_lookup(mapping, h)
+        existing = to_add.get(h) or store.debtor_lookup(mapping, h)
         if existing is None:
             to_add[h] = number
             report.added += 1

@@ -60,8 +60,9 @@ def _undefined(exc: Exception, source: str) -> EvaluationError:
     return EvaluationError(f"{message} (in {source.strip()})")
 
 
-#: Decimals written out with more digits than this are refused: JSON like ``1e999999999``
-#: (parsed with ``parse_float=Decimal``) would otherwise become a gigabyte of zeros.
+#: Decimals in exponent form that would be written out with more digits than this are
+#: refused: JSON like ``1e999999999`` would otherwise become a gigabyte of zeros. A number
+#: without an exponent is written as it came (no longer than the input).
 MAX_DECIMAL_DIGITS = 1000
 
 
@@ -481,7 +482,10 @@ def _fast_expression(source: str, slow: Callable) -> Callable:
     try:
         gen = _Gen()
         parser = Parser(ENV, source, state="variable")
-        return gen.function(gen.expr(parser.parse_expression()), slow)
+        node = parser.parse_expression()
+        if not parser.stream.eos:  # "a b": Jinja refuses the rest ("chunk after expression")
+            return slow
+        return gen.function(gen.expr(node), slow)
     except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
 

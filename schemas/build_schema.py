@@ -80,7 +80,8 @@ source = obj({"http": http, "records": records,
 element = {"$ref": "#/$defs/element"}
 element_def = obj({
     "element": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$", "description": "The XML element name."},
-    "attributes": {"type": "object", "additionalProperties": TMPL, "description": "Attribute name -> template."},
+    "attributes": {"type": "object", "additionalProperties": TMPL, "description": "Attribute name -> template.",
+                   "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"}},
     "text": t("The element's text"),
     "children": {"type": "array", "items": element},
     "for_each": e("A list: the element repeats once per item"),

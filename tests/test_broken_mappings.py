@@ -25,6 +25,13 @@ CASES = [
     ("template syntax", '{% if record.invoicenumber %} factuur', '{% if record.invoicenumber %} factuur {{ record.x }',
      r"invoice\.description: template does not parse", "description: \"Bestelling"),
     ("expression syntax", "  - record.paid   ", "  - record.paid ==  ", r"where\[0\]: expression does not parse", "record.paid =="),
+    # a forgotten operator: Jinja reads "record.paid" and refuses the rest; never the first half alone
+    ("text after an expression", "  - record.is_completed ", "  - record.is_completed record.paid ",
+     r"where\[1\]: expression does not parse", "record.is_completed record.paid"),
+    ("braces around an expression", "  - record.status != 8 ", "  - record.status != 8 }} ",
+     r"where\[2\]: expression does not parse", "record.status != 8 }}"),
+    ("bad attribute name", "attributes: {type: invoice}", "attributes: {ty pe: invoice}",
+     r"attributes.*does not have the expected form|ty pe", "ty pe"),
     ("unset environment variable", "path: ${MAPPER_OUTBOX:-./outbox}", "path: ${NO_SUCH_MAPPER_DIR}/x",
      r"environment variable NO_SUCH_MAPPER_DIR is not set \(export NO_SUCH_MAPPER_DIR=", "NO_SUCH_MAPPER_DIR"),
     ("bad YAML", "  records:\n    path: /api/rest/v1/orders", "  records:\n    path: [/api/rest/v1/orders",

@@ -146,3 +146,12 @@ def test_run_without_the_register_key_is_a_configuration_error(tmp_path, monkeyp
     assert result.exit_code == 2
     assert "MAPPER_DEBTOR_KEY" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_import_counts_a_repeated_row_once(store, tmp_path):
+    csv_file = tmp_path / "dubbel.csv"
+    csv_file.write_text("Debiteurnummer,Naam,E-mail\n100,Jan,a@example.nl\n100,Jan,A@Example.nl\n101,Piet,b@example.nl\n",
+                        encoding="utf-8")
+    report = import_debtors(csv_file, store, "m", SECRET)
+    assert (report.added, report.already, report.skipped) == (2, 1, [])
+    assert store.debtor_lookup("m", key_hash(SECRET, "a@example.nl")) == "100"
