@@ -557,7 +557,10 @@ def _compiled_on_first_use(compile_: Callable[[str], Callable], source: str) -> 
     def jinja_fallback(context: Mapping[str, Any]) -> Any:
         nonlocal compiled
         if compiled is None:
-            compiled = compile_(source)
+            try:
+                compiled = compile_(source)
+            except TemplateSyntaxError as exc:  # not expected (see above): a quarantine, not a crash
+                raise EvaluationError(f"does not compile: {exc.message}") from None
         return compiled(context)
 
     return jinja_fallback
