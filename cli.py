@@ -12,6 +12,7 @@ import typer
 # rich_markup_mode=None: click's plain help and usage errors; rendering them with rich cost
 # ~80 ms of imports on every `--help` (bench/: target 0.3 s).
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 100},
                   help="Turn shop orders into accounting import files, as a mapping declares.")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_QUARANTINE, EXIT_BUSY = 0, 1, 2, 3, 4
