@@ -320,6 +320,13 @@ class AsperionSimulator(Simulator):
         with self._lock:
             return dict(self._refresh)
 
+    def grant_refresh_token(self, client_id: str) -> str:
+        """A new refresh token for ``client_id``: what authorising the app again gives."""
+        with self._lock:
+            rt = "rt_" + "%040x" % self._token_rng.getrandbits(160)
+            self._refresh[rt] = client_id
+        return rt
+
     def add_debtor(self, debtor: dict, tenant: str | None = None) -> dict:
         """Add a debtor directly (as if made in Asperion); ``tenant`` defaults to the first."""
         t = self._tenant(tenant)

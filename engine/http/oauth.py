@@ -27,6 +27,10 @@ class TokenError(Exception):
     """The token endpoint refused or failed; the message carries no secrets."""
 
 
+class TokenRefused(TokenError):
+    """The token endpoint answered, and refused the refresh token."""
+
+
 class OAuth2RefreshAuth(Auth):
     kind = "oauth2_refresh"
     has_credentials = True
@@ -46,6 +50,7 @@ class OAuth2RefreshAuth(Auth):
         self.client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
+        self._configured_refresh = refresh_token  # tried when a saved token is refused (see _renew)
         self.scope = scope
         self.token_file = Path(os.path.expanduser(token_file)) if token_file else None
         self.timeout = timeout
@@ -79,7 +84,20 @@ class OAuth2RefreshAuth(Auth):
         return True
 
     def _renew(self) -> None:
-        data = {"grant_type": "refresh_token", "refresh_token": self._refresh_token,
+        try:
+            self._renew_with(self._refresh_token)
+        except TokenRefused:
+            # The token_file's token was refused: a run killed between a renewal and saving its
+            # rotated token leaves a dead one there. A refresh token set since (the error below
+            # asks for one) is then tried; the saved one is dead already, so this risks nothing.
+            if self._refresh_token == self._configured_refresh:
+                raise
+            self._refresh_token = self._configured_refresh
+            self._renew_with(self._refresh_token)
+            self._save()
+
+    def _renew_with(self, refresh_token: str) -> None:
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token,
                 "client_id": self.client_id, "client_secret": self._client_secret}
         if self.scope:
             data["scope"] = self.scope
@@ -94,8 +112,9 @@ class OAuth2RefreshAuth(Auth):
             answer = {}
         if resp.status_code != 200 or not answer.get("access_token"):
             error = str(answer.get("error") or f"HTTP {resp.status_code}")[:60]
-            raise TokenError(f"{self.name} refused the refresh token ({error}); get a new refresh token "
-                             f"and client credentials and set them again")
+            raise TokenRefused(f"{self.name} refused the refresh token ({error}); get a new refresh token "
+                             f"and client credentials and set them again (a newly set refresh token is used "
+                             f"when the one saved in token_file is refused)")
         self._access = str(answer["access_token"])
         self._expires = self._clock() + float(answer.get("expires_in") or 300)
         self.renewals += 1
