@@ -86,15 +86,20 @@ class RegisterMatcher:
         self.in_file.seen[key] = (number, fold_name(name))
         return Match(number, known=False)
 
-    def flush(self) -> None:
-        """Write the debtors this run created (and the sequence) in one transaction."""
+    def flush(self, before_delivery: bool = True) -> None:
+        """Write the debtors this run created (and the sequence) in one transaction.
+
+        Before a delivery, an address that got another number meanwhile stops the run (the
+        records about to leave carry the old one); at the end of a run the debtors left are
+        those of records that did not go out, and the register's number simply stands.
+        """
         if not self._unsaved and self._last_number is None:
             return
         registered = self.store.debtor_remember_many(self.mapping, self._unsaved, self._last_number)
         changed = sum(1 for h, number in self._unsaved.items() if registered[h] != number)
         self._unsaved.clear()
         self._unsaved_numbers.clear()
-        if changed:
+        if changed and before_delivery:
             raise StateError(f"the debtor register changed while this run was matching ({changed} e-mail "
                              f"address(es) got another debtor number meanwhile, e.g. by `mapper debtors import`); "
                              f"the orders that carry them were not delivered: run again")

@@ -98,7 +98,7 @@ class Runner:
         r = self.result
         r.run_id = self.store.begin_run(name, self._stamp, "backfill" if self.since else "daily")
         sink = self._sink()
-        save_debtors = getattr(self.converter.matcher, "flush", None) or (lambda: None)
+        save_debtors = getattr(self.converter.matcher, "flush", None) or (lambda before_delivery=True: None)
         sink.before_delivery = save_debtors
         try:
             self._close_interrupted_runs()
@@ -118,7 +118,7 @@ class Runner:
                 r.flags.extend((outcome.number, f) for f in outcome.flags)
                 self._delivered(delivered)
             self._delivered(sink.finish())
-            save_debtors()  # also those of orders quarantined or held by the plan, as every run keeps them
+            save_debtors(before_delivery=False)  # those of orders quarantined or held by the plan
             if r.counts["held_by_plan"]:
                 r.messages.append(
                     f"plan {self.plan}: {self.limit} invoices a year reached; {r.counts['held_by_plan']} paid "
