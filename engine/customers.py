@@ -23,12 +23,18 @@ class DebtorMatcher(Protocol):
     def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         """The debtor for ``key``; ``ctx`` is the record's template context (for creating one)."""
 
+    def flush(self, before_delivery: bool = True) -> None:
+        """Store what matching created, before the records that carry it are delivered."""
+
 
 @dataclass
 class InFileMatcher:
     """Within one run: the first record of a key decides its debtor number."""
 
     seen: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def flush(self, before_delivery: bool = True) -> None:
+        pass  # nothing outlives the run
 
     def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         hit = self.seen.get(key)

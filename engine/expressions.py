@@ -510,10 +510,7 @@ class Expression:
             self._fn = _walker(match.group(1))
             self.is_path = True
         else:
-            slow = _compiled_on_first_use(_jinja_expression, source)
-            fast = _fast_expression(source, slow)
-            # without generated code Jinja is the path: compiled now, its errors are load errors
-            self._fn = fast if fast is not slow else _jinja_expression(source)
+            self._fn = _fast_or_jinja(_fast_expression, _jinja_expression, source)
             self.is_path = False
 
     def __call__(self, context: Mapping[str, Any]) -> Any:
@@ -542,6 +539,14 @@ def _failure(exc: Exception, source: str) -> Exception:
 
 _FAILURES = (UndefinedError, SecurityError, NoMatch, TypeError, ValueError, ArithmeticError, LookupError,
              AttributeError, TemplateRuntimeError, RecursionError)
+
+
+def _fast_or_jinja(fast: Callable, jinja: Callable[[str], Callable], source: str) -> Callable:
+    """The generated function, with Jinja compiled on first use as its fallback; or, when no
+    code could be generated, Jinja compiled now (its errors are then load errors)."""
+    slow = _compiled_on_first_use(jinja, source)
+    fn = fast(source, slow)
+    return fn if fn is not slow else jinja(source)
 
 
 def _compiled_on_first_use(compile_: Callable[[str], Callable], source: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -609,9 +614,7 @@ class Template:
             walk = _walker(match.group(1))
             self._fn = lambda context: str(_finalize(walk(context)))
             return
-        slow = _compiled_on_first_use(_jinja_template, source)
-        fast = _fast_template(source, slow)
-        self._fn = fast if fast is not slow else _jinja_template(source)
+        self._fn = _fast_or_jinja(_fast_template, _jinja_template, source)
 
     def __call__(self, context: Mapping[str, Any]) -> str:
         return self._fn(context)

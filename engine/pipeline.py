@@ -59,7 +59,6 @@ class Converter:
         self.mapping = mapping
         self.matcher = matcher or InFileMatcher()
         self.validator = validator or Validator(mapping.xsd_path)
-        self._vat_cache: dict[tuple, tuple[str, str | None]] = {}
         self._write = None
         if mapping.record_element is not None:
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))

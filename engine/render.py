@@ -31,15 +31,6 @@ Builder = Callable[[dict[str, Any], list], None]
 
 _compiled: dict[tuple[int, int, int], tuple[Element, dict, Callable]] = {}
 
-#: Parses what the builders wrote: no entities, no network, whitespace kept as written.
-PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
-
-
-def render(spec: Element, ctx: dict[str, Any], replacements: dict[str, str], level: int = 0) -> list[etree._Element]:
-    """All elements ``spec`` yields for ``ctx`` (none, one, or one per for_each item), parsed."""
-    return [etree.fromstring(text.encode("utf-8"), PARSER) for text in render_text(spec, ctx, replacements, level)]
-
-
 def render_text(spec: Element, ctx: dict[str, Any], replacements: dict[str, str], level: int = 0) -> list[str]:
     """The serialised text of each element ``spec`` yields for ``ctx``, indented for ``level``."""
     out: list[str] = []

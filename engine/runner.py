@@ -98,7 +98,7 @@ class Runner:
         r = self.result
         r.run_id = self.store.begin_run(name, self._stamp, "backfill" if self.since else "daily")
         sink = self._sink()
-        save_debtors = getattr(self.converter.matcher, "flush", None) or (lambda before_delivery=True: None)
+        save_debtors = self.converter.matcher.flush
         sink.before_delivery = save_debtors
         try:
             self._close_interrupted_runs()

@@ -166,6 +166,9 @@ class ApiDebtorMatcher:
         self.seen: dict[str, tuple[str, str]] = {}
         self.created = 0
 
+    def flush(self, before_delivery: bool = True) -> None:
+        pass  # created in Asperion as matched
+
     def match(self, key: str, proposed_number: str, name: str, ctx: dict | None = None) -> Match:
         hit = self.seen.get(key)
         if hit is not None:

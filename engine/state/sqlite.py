@@ -543,14 +543,7 @@ class SQLiteStateStore(StateStore):
         return None if row is None else row[0]
 
     def debtor_remember(self, mapping: str, key_hash: str, debtor_number: str) -> str:
-        check_mapping(mapping)
-        check_key_hash(key_hash)
-        with self._write("remember a debtor") as db:
-            db.execute("INSERT INTO debtors (mapping, key_hash, debtor_number) VALUES (?, ?, ?) "
-                       "ON CONFLICT (mapping, key_hash) DO NOTHING",
-                       (mapping, key_hash, str(debtor_number)))
-            return db.execute("SELECT debtor_number FROM debtors WHERE mapping = ? "
-                              "AND key_hash = ?", (mapping, key_hash)).fetchone()[0]
+        return self.debtor_remember_many(mapping, {key_hash: debtor_number})[key_hash]
 
     def debtor_remember_many(self, mapping: str, entries: Mapping[str, str],
                              sequence_at_least: int | None = None) -> dict[str, str]:
