@@ -39,7 +39,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_ra
 from jinja2.utils import _PassArg
 
 from .errors import MappingError
-from .filters import FILTERS, MAX_TEXT, TESTS, NoMatch, check_printf, check_size
+from .filters import FILTERS, MAX_TEXT, PLAIN_NUMBER_FILTERS, TESTS, NoMatch, check_printf, check_size
 
 _PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
 _TEMPLATE_PATH = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}$")
@@ -362,9 +362,10 @@ class _Gen:
     the Jinja template instead.
     """
 
-    def __init__(self):
+    def __init__(self, ctx: str = "c"):
         self.ns: dict[str, Any] = dict(_HELPERS)
         self.n = 0
+        self.ctx = ctx  # the name the generated code reads the context from
 
     def const(self, value: Any) -> str:
         self.n += 1
@@ -383,11 +384,15 @@ class _Gen:
         if t is nodes.Name and node.ctx == "load":
             if node.name in _SPECIAL_NAMES:
                 raise _Unsupported(node.name)
-            return f"c[{node.name!r}]"
+            return f"{self.ctx}[{node.name!r}]"
         if t is nodes.Getattr and node.ctx == "load":
             tmp, key = self.temp(), repr(node.attr)
+            # a declared data field of a type known now is read directly, as _ga would read it
+            owners = frozenset(cls for cls, names in _PLAIN_FIELDS.items() if node.attr in names)
+            field = (f"{tmp}.{node.attr} if type({tmp}) in {self.const(owners)} else "
+                     if owners and node.attr.isidentifier() else "")
             return (f"({tmp}[{key}] if type({tmp} := {self.expr(node.node)}) is _dict and {key} in {tmp} "
-                    f"else _ga({tmp}, {key}))")
+                    f"else {field}_ga({tmp}, {key}))")
         if t is nodes.Getitem and node.ctx == "load" and not isinstance(node.arg, nodes.Slice):
             return f"_gi({self.expr(node.node)}, {self.expr(node.arg)})"
         if t is nodes.Tuple and node.ctx == "load":
@@ -496,6 +501,47 @@ def _fast_template(source: str, slow: Callable) -> Callable:
         return gen.function(gen.output(ENV.parse(source).body), slow)
     except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
+
+
+class InlineCode:
+    """Generated code of many templates in one namespace, for a function that inlines them.
+
+    :meth:`text` gives a Python expression computing a template's text from the context
+    variable named ``ctx`` (the same code its own fast path runs), or None where only the
+    template's own function can (Jinja alone, a constant). Like the fast path, the code may
+    raise on anything unusual; the caller then calls the template's function, which gives
+    Jinja's answer or error. The result is always a str: ``_text`` writes every other value.
+    """
+
+    def __init__(self):
+        self._gen = _Gen()
+        self.ns = self._gen.ns
+
+    def const(self, value: Any) -> str:
+        """A global name in :attr:`ns` holding ``value``."""
+        return self._gen.const(value)
+
+    def text(self, template: "Template", ctx: str) -> str | None:
+        if template.constant is not None:
+            return None
+        self._gen.ctx = ctx
+        try:
+            return self._gen.output(ENV.parse(template.source).body)
+        except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
+            return None
+
+    @staticmethod
+    def writes_plain_number(template: "Template") -> bool:
+        """Whether the template is one number filter, ``{{ x | money }}``: its text is a plain
+        number (:data:`PLAIN_NUMBER_FILTERS`), or it fails."""
+        if template.constant is not None:
+            return False
+        body = ENV.parse(template.source).body
+        if len(body) != 1 or type(body[0]) is not nodes.Output or len(body[0].nodes) != 1:
+            return False
+        node = body[0].nodes[0]
+        return (type(node) is nodes.Filter and node.name in PLAIN_NUMBER_FILTERS
+                and ENV.filters.get(node.name) is FILTERS[node.name])
 
 
 class Expression:

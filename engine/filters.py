@@ -10,7 +10,7 @@ from typing import Any, Callable
 import re
 import unicodedata
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -32,12 +32,13 @@ def strip_control(text: str) -> str:
     return _XML_FORBIDDEN.sub("", text)
 
 
-def _all_non_ascii(replacements: dict[str, str]) -> bool:
+def replaces_only_non_ascii(replacements: dict[str, str]) -> bool:
+    """Whether no replacement can match in ASCII text (so ASCII text needs none)."""
     return all(old and not old.isascii() for old in replacements)
 
 
 _DEFAULT_ITEMS = tuple(DEFAULT_REPLACEMENTS.items())
-_DEFAULT_NON_ASCII = _all_non_ascii(DEFAULT_REPLACEMENTS)
+_DEFAULT_NON_ASCII = replaces_only_non_ascii(DEFAULT_REPLACEMENTS)
 
 # Fast paths below, same results: a pure-ASCII text cannot contain a non-ASCII quote;
 # str.isprintable() is False for every character _XML_FORBIDDEN removes (Cc, Cs, and the
@@ -79,6 +80,10 @@ def to_decimal(value: object) -> Decimal:
 
 def money_plain(value: object, places: int = 2) -> str:
     """``1043.45``: for amounts in the XML."""
+    if places == 2 and type(value) is Decimal:  # the common case, one call instead of five
+        text = str(value.quantize(money.CENT, ROUND_HALF_UP))
+        if "E" not in text:  # never, at two places; NaN and Infinity are written as format() does
+            return text
     return money.plain(money.to_decimal(value), places)
 
 
@@ -175,6 +180,11 @@ FILTERS = {
     "postcode": postcode,
     "compact": compact,
 }
+
+#: Filters whose text is a number as ``format(d, "f")`` writes it (digits, a sign, a point;
+#: ``NaN``/``Infinity`` at worst): printable ASCII without spaces or ``& < >``, which cleaning
+#: and escaping leave as it is when no replacement has an ASCII key (see engine/render.py).
+PLAIN_NUMBER_FILTERS = frozenset({"money", "unit_price", "quantity"})
 
 #: The longest text (or list) a template may build with ``*``, ``%``, ``format`` or padding:
 #: Jinja's sandbox itself puts no bound on ``'a' * 10**10``.
@@ -282,7 +292,7 @@ def xml_cleaner(replacements: dict[str, str], escape: Callable[[str], str] | Non
     """``clean_xml_text`` for one replacement table, as a one-argument function (faster);
     with ``escape``, a cleaned text holding ``& < >`` or a carriage return goes through it."""
     items = tuple(replacements.items())
-    skip_ascii = _all_non_ascii(replacements)
+    skip_ascii = replaces_only_non_ascii(replacements)
 
     def clean_text(text: str) -> str:
         if not (skip_ascii and text.isascii()):

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from lxml import etree
-
 from .errors import OrderError
-from .expressions import EvaluationError
-from .filters import xml_cleaner
+from .expressions import EvaluationError, InlineCode
+from .filters import replaces_only_non_ascii, xml_cleaner
 from .mapping import Element
 
 INDENT = "  "
@@ -76,109 +74,187 @@ def _fail(where: str, exc: Exception) -> OrderError:
     return OrderError(f"{where}: {exc}", field=where)
 
 
+def _value(fn: Callable, ctx: dict[str, Any], where: str) -> Any:
+    """``fn(ctx)``, its failure an OrderError naming the element (``Order/Debtor/Name: …``)."""
+    try:
+        return fn(ctx)
+    except EvaluationError as exc:
+        raise _fail(where, exc) from None
+
+
 def _plain(spec: Element) -> bool:
     return (spec.text is not None and not spec.children and not spec.attributes and not spec.bindings
             and spec.when is None and spec.for_each is None)
 
 
 def _compile(spec: Element, replacements: dict[str, str], where: str, level: int, top: bool = False) -> Builder:
-    """The builder of ``spec`` at ``level``; a nested element's text starts with its indentation."""
-    clean = xml_cleaner(replacements, escape_text)
-    name = spec.name
-    lead = "" if top else "\n" + INDENT * level       # the whitespace lxml's indent puts before it
-    child_lead = "\n" + INDENT * (level + 1)
-    close = f"\n{INDENT * level}</{name}>"
-    text_fn = spec.text._fn if spec.text is not None else None
-    constant = clean(spec.text.constant) if spec.text is not None and spec.text.constant is not None else None
-    optional, has_children = spec.optional, bool(spec.children)
-    attributes = [(f' {k}="', t) for k, t in spec.attributes]
-    clean_plain = xml_cleaner(replacements) if attributes else None
-    # children: a tuple (opening, closing, template, cleaned constant, optional, where) for a
-    # plain child, else that child's own builder
-    children: list[Any] = []
-    for child in spec.children:
-        child_where = f"{where}/{child.name}"
-        if _plain(child):
-            c_const = clean(child.text.constant) if child.text.constant is not None else None
-            children.append((f"{child_lead}<{child.name}>", f"</{child.name}>", child.text._fn, c_const,
-                             child.optional, child_where))
-        else:
-            children.append(_compile(child, replacements, child_where, level + 1))
+    """The builder of ``spec`` at ``level``: one generated Python function for the whole tree."""
+    return _WriterCode(replacements).function(spec, where, level)
 
-    def one(ctx, out) -> None:
-        try:
-            if constant is not None:
-                text = constant
-            elif text_fn is not None:
-                text = clean(text_fn(ctx))
-            else:
-                text = None
-            if optional and not text and not has_children:
-                return
-            if attributes:
-                opening = "".join([lead, "<", name] + [
-                    f'{k}{escape_attribute(clean_plain(t(ctx)))}"' for k, t in attributes]) + ">"
-            else:
-                opening = f"{lead}<{name}>"
-        except EvaluationError as exc:
-            raise _fail(where, exc) from None
-        if top:
-            parts: list[str] = []
-        else:
-            parts = out
-        mark = len(parts)
-        parts.append(opening)
-        for child in children:
-            if child.__class__ is tuple:
-                c_open, c_close, c_tmpl, c_text, c_optional, c_where = child
-                if c_text is None:
-                    try:
-                        c_text = clean(c_tmpl(ctx))
-                    except EvaluationError as exc:
-                        raise _fail(c_where, exc) from None
-                if c_optional and not c_text:
-                    continue
-                parts.append(c_open + c_text + c_close)
-            else:
-                child(ctx, parts)
-        if len(parts) > mark + 1:  # children written: lxml's indent puts the text (if any) first
-            if text:
-                first = parts[mark + 1]
-                parts[mark + 1] = first[len(child_lead):]
-                parts[mark] = opening + text
-            parts.append(close)
-        elif text is None:
-            parts[mark] = opening[:-1] + "/>"
-        else:
-            parts[mark] = opening + text
-            parts.append(f"</{name}>")
-        if top:
-            out.append("".join(parts))
 
-    bindings, when, for_each, item_name = list(spec.bindings), spec.when, spec.for_each, spec.item_name
-    if not bindings and when is None and for_each is None:
-        return one
+class _WriterCode:
+    """Python source for a builder: straight-line code per element, the templates inlined.
 
-    def build(ctx, out) -> None:
-        try:
-            if bindings:
-                ctx = dict(ctx)
-                for b_name, expr in bindings:
-                    ctx[b_name] = expr(ctx)
-            if when is not None and not when(ctx):
-                return
-            if for_each is None:
-                items = None
-            else:
-                items = for_each(ctx) or ()  # null repeats zero times, like an empty list
-        except EvaluationError as exc:
-            raise _fail(where, exc) from None
-        if items is None:
-            one(ctx, out)
+    The code does what the element tree says, in the order a reader would: bindings, when,
+    for_each, then per element its text, its attributes and its children. Each template's
+    text is computed by its inlined fast-path code (:class:`InlineCode`); if that raises,
+    the template's own function runs instead (Jinja's answer, or its error named by element).
+    Try blocks cost nothing in Python 3.11 until something raises.
+    """
+
+    def __init__(self, replacements: dict[str, str]):
+        self.code = InlineCode()
+        self.ns = self.code.ns
+        self.ns.update({"_value": _value, "_clean": xml_cleaner(replacements, escape_text),
+                        "_clean_plain": xml_cleaner(replacements), "_escape_attribute": escape_attribute,
+                        "_len": len, "_join": "".join})
+        self.clean = xml_cleaner(replacements, escape_text)
+        self.clean_plain = xml_cleaner(replacements)
+        # cleaning leaves a plain number as it is unless a replacement could match in it
+        self.numbers_are_clean = replaces_only_non_ascii(replacements)
+        self.lines: list[str] = []
+        self.n = 0
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def const(self, value: Any) -> str:
+        return self.code.const(value)
+
+    def function(self, spec: Element, where: str, level: int) -> Builder:
+        self.emit(0, "def _write(c, out):")
+        self.element(spec, where, level, "c", None, 1)
+        source = "\n".join(self.lines) + "\n"
+        exec(compile(source, f"<writer of {where}>", "exec"), self.ns)  # noqa: S102 - generated from the mapping
+        return self.ns["_write"]
+
+    def text(self, template, ctx: str, where: str, var: str, depth: int, clean: str = "_clean") -> None:
+        """Emit ``var = cleaned text of template``."""
+        fn = self.const(template._fn)  # noqa: SLF001
+        code = self.code.text(template, ctx)
+        if code is None:
+            self.emit(depth, f"{var} = {clean}(_value({fn}, {ctx}, {where!r}))")
             return
-        item_ctx = dict(ctx)
-        for item in items:
-            item_ctx[item_name] = item
-            one(item_ctx, out)
+        self.emit(depth, "try:")
+        self.emit(depth + 1, f"{var} = {code}")
+        self.emit(depth, "except _Exc:")
+        self.emit(depth + 1, f"{var} = _value({fn}, {ctx}, {where!r})")
+        if not (self.numbers_are_clean and self.code.writes_plain_number(template)):
+            self.emit(depth, f"{var} = {clean}({var})")
 
-    return build
+    def element(self, spec: Element, where: str, level: int, ctx: str, parts: str | None, depth: int) -> None:
+        """Emit the code writing ``spec`` into the list ``parts`` (None: a text of its own into ``out``)."""
+        if spec.bindings:
+            bound = self.name("c")
+            self.emit(depth, f"{bound} = {ctx}.copy()")
+            for b_name, expr in spec.bindings:
+                self.emit(depth, f"{bound}[{b_name!r}] = _value({self.const(expr._fn)}, {bound}, {where!r})")  # noqa: SLF001
+            ctx = bound
+        if spec.when is not None:
+            self.emit(depth, f"if _value({self.const(spec.when._fn)}, {ctx}, {where!r}):")  # noqa: SLF001
+            depth += 1
+        if spec.for_each is not None:
+            items, item_ctx, item = self.name("items"), self.name("c"), self.name("item")
+            self.emit(depth, f"{items} = _value({self.const(spec.for_each._fn)}, {ctx}, {where!r}) or ()")  # noqa: SLF001
+            self.emit(depth, f"{item_ctx} = {ctx}.copy()")
+            self.emit(depth, f"for {item} in {items}:")
+            self.emit(depth + 1, f"{item_ctx}[{spec.item_name!r}] = {item}")
+            ctx, depth = item_ctx, depth + 1
+        self.body(spec, where, level, ctx, parts, depth)
+
+    def body(self, spec: Element, where: str, level: int, ctx: str, parts: str | None, depth: int) -> None:
+        """One element: its text, attributes and children; ``parts`` None: a text of its own into ``out``."""
+        name = spec.name
+        top = parts is None
+        lead = "" if top else "\n" + INDENT * level  # the whitespace lxml's indent puts before it
+        child_lead = "\n" + INDENT * (level + 1)
+        has_children = bool(spec.children)
+        # the text: None, a cleaned constant, or a variable
+        text: str | None = None
+        constant: str | None = None
+        if spec.text is not None:
+            if spec.text.constant is not None:
+                constant = self.clean(spec.text.constant)
+                text = self.const(constant)
+            else:
+                text = self.name("text")
+                self.text(spec.text, ctx, where, text, depth)
+        if spec.optional and not has_children:
+            if text is None or constant == "":
+                self.emit(depth, "pass")
+                return
+            if constant is None:
+                self.emit(depth, f"if {text}:")
+                depth += 1
+        # the opening tag
+        if any(t.constant is None for _, t in spec.attributes):
+            opening = self.name("opening")
+            pieces = [repr(f"{lead}<{name}")]
+            for key, template in spec.attributes:
+                if template.constant is not None:
+                    pieces.append(repr(f' {key}="{escape_attribute(self.clean_plain(template.constant))}"'))
+                else:
+                    value = self.name("attr")
+                    self.text(template, ctx, where, value, depth, clean="_clean_plain")
+                    pieces += [repr(f' {key}="'), f"_escape_attribute({value})", repr('"')]
+            self.emit(depth, f"{opening} = {' + '.join(pieces)} + '>'")
+        else:
+            attrs = "".join(f' {k}="{escape_attribute(self.clean_plain(t.constant))}"' for k, t in spec.attributes)
+            opening = self.const(f"{lead}<{name}{attrs}>")
+        close = f"</{name}>"
+        if not has_children:
+            target = "out" if top else parts
+            if text is None:
+                self.emit(depth, f"{target}.append({opening}[:-1] + '/>')")
+            else:
+                self.emit(depth, f"{target}.append({opening} + {text} + {close!r})")
+            return
+        if top:
+            parts = self.name("parts")
+            self.emit(depth, f"{parts} = []")
+        mark = self.name("mark")
+        self.emit(depth, f"{mark} = _len({parts})")
+        self.emit(depth, f"{parts}.append({opening})")
+        for child in spec.children:
+            child_where = f"{where}/{child.name}"
+            if _plain(child):
+                self.plain(child, child_where, child_lead, ctx, parts, depth)
+            else:
+                self.element(child, child_where, level + 1, ctx, parts, depth)
+        # children written: lxml's indent puts the text (if any) first
+        self.emit(depth, f"if _len({parts}) > {mark} + 1:")
+        if text is not None and constant != "":
+            inner = depth + 1
+            if constant is None:
+                self.emit(inner, f"if {text}:")
+                inner += 1
+            self.emit(inner, f"{parts}[{mark} + 1] = {parts}[{mark} + 1][{len(child_lead)}:]")
+            self.emit(inner, f"{parts}[{mark}] = {opening} + {text}")
+        self.emit(depth + 1, f"{parts}.append({f'{chr(10)}{INDENT * level}{close}'!r})")
+        self.emit(depth, "else:")
+        if text is None:
+            self.emit(depth + 1, f"{parts}[{mark}] = {opening}[:-1] + '/>'")
+        else:
+            self.emit(depth + 1, f"{parts}[{mark}] = {opening} + {text}")
+            self.emit(depth + 1, f"{parts}.append({close!r})")
+        if top:
+            self.emit(depth, f"out.append(_join({parts}))")
+
+    def plain(self, child: Element, where: str, child_lead: str, ctx: str, parts: str, depth: int) -> None:
+        """A text-only child: ``<Name>text</Name>`` on its own line."""
+        opening, close = f"{child_lead}<{child.name}>", f"</{child.name}>"
+        if child.text.constant is not None:
+            text = self.clean(child.text.constant)
+            if not (child.optional and not text):
+                self.emit(depth, f"{parts}.append({self.const(opening + text + close)})")
+            return
+        var = self.name("v")
+        self.text(child.text, ctx, where, var, depth)
+        if child.optional:
+            self.emit(depth, f"if {var}:")
+            depth += 1
+        self.emit(depth, f"{parts}.append({opening!r} + {var} + {close!r})")

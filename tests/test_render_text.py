@@ -7,12 +7,17 @@ for the tree the spec describes. The reference below builds that tree independen
 serialise it; the writer's output is compared with it for hand-picked tricky specs, for a
 few hundred random ones (fixed seed), and for the real mapping over the fixture shop.
 A handful of literal expectations pin the format down without the reference.
+
+The writer is generated code (templates inlined); its ways out are tested too: a template
+the inlined code gives up on gets Jinja's answer, a failure names its element, and the
+sandbox holds.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from decimal import Decimal
 
 import pytest
 from lxml import etree
@@ -207,6 +212,63 @@ def test_literal_for_each_when_and_with():
     assert render_text(E("l", "x", for_each="nothing"), CTX, R) == []
     assert render_text(E("a", "x", when="noflag"), CTX, R) == []
     assert render_text(E("a", "{{ b.street }}", with_={"b": "billing"}), CTX, R) == ["<a>Oudegracht &amp; Co</a>"]
+
+
+# --------------------------------------------------------------------------- the generated code's way out
+
+
+def test_a_template_the_inlined_code_gives_up_on_gets_jinjas_answer():
+    # the inlined code reads dict keys directly and raises on a missing one; Jinja's own
+    # evaluation then decides: default() and defined tests answer, in element order
+    spec = E("r", None, E("a", "{{ t.nope | default('d&') }}"), E("b", "{{ t.nope is defined }}"),
+             E("c", "{{ t.plain }}"), E("d", "{{ (t.nope or 'x') if t.nope is defined else 'y' }}"))
+    assert check(spec, CTX, 1) == [
+        "<r>\n    <a>d&amp;</a>\n    <b>False</b>\n    <c>plain</c>\n    <d>y</d>\n  </r>"]
+
+
+@pytest.mark.parametrize("spec,field,words", [
+    (E("r", None, E("a", "1"), E("b", "{{ t.nope }}")), "r/b", "'t.nope' is undefined"),
+    (E("r", None, E("a", None, E("b", "{{ nothing.x }}"))), "r/a/b", "nothing"),
+    (E("r", None, E("a", "{{ t.nope }}", E("b", "1"))), "r/a", "'t.nope' is undefined"),
+    (E("r", None, E("a", attrs={"k": "{{ t.plain | money }}"})), "r/a", "not a number"),
+    (E("r", None, E("a", "x", when="t.nope")), "r/a", "nope"),
+    (E("r", None, E("a", "x", for_each="t.nope")), "r/a", "nope"),
+    (E("r", None, E("a", "{{ b }}", with_={"b": "t.nope"})), "r/a", "nope"),
+])
+def test_a_failing_template_names_its_element(spec, field, words):
+    from engine.errors import OrderError
+    with pytest.raises(OrderError) as caught:
+        render_text(spec, CTX, R, 0)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ") and words in str(caught.value)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ t.__class__ }}", "{{ t.plain.__class__.__mro__ }}", "{{ t.plain.upper.__globals__ }}",
+    "{{ t['__class__'] }}", "{{ items3.append(1) }}", "{{ (t.items() | list)[0].__class__ }}",
+])
+def test_the_written_code_is_as_sandboxed_as_jinja(source):
+    # the inlined code goes through the sandbox's own getattr/getitem/call: internals are
+    # refused (or undefined), never reached
+    from engine.errors import OrderError
+    before = [dict(i) for i in CTX["items3"]]
+    with pytest.raises(OrderError) as caught:
+        render_text(E("r", None, E("a", source)), CTX, R, 0)
+    assert caught.value.field == "r/a"
+    assert "class" not in str(caught.value) or "not allowed" in str(caught.value) or "undefined" in str(caught.value)
+    assert CTX["items3"] == before
+
+
+def test_numbers_skip_cleaning_only_when_no_replacement_can_match_them():
+    ctx = {"n": {"a": Decimal("1043.455"), "q": Decimal("2.50"), "u": Decimal("8.22312")}}
+    spec = E("r", None, E("m", "{{ n.a | money }}"), E("q", "{{ n.q | quantity }}"), E("u", "{{ n.u | unit_price }}"),
+             E("k", attrs={"v": "{{ n.a | money }}"}))
+    assert check(spec, ctx, 0, R) == [
+        '<r>\n  <m>1043.46</m>\n  <q>2.5</q>\n  <u>8.2231</u>\n  <k v="1043.46"/>\n</r>']
+    digits = {"1": "&<one>", ".": " , "}  # ASCII keys: a number must be cleaned and escaped
+    assert check(spec, ctx, 0, digits) == [
+        '<r>\n  <m>&amp;&lt;one&gt;043 , 46</m>\n  <q>2 , 5</q>\n  <u>8 , 223&amp;&lt;one&gt;</u>\n'
+        '  <k v="&amp;&lt;one&gt;043 , 46"/>\n</r>']
 
 
 # --------------------------------------------------------------------------- tricky specs vs the reference
