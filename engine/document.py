@@ -9,74 +9,24 @@ Memory holds one record at a time, plus a spool that moves to disk past a few MB
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from lxml import etree
 
-from .errors import MappingError, OrderError
+from .errors import MappingError
 from .mapping import Element, Mapping_
 from .render import INDENT, render_text
+from .xsd import RECORD_PARSER, Validator
 
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
-#: Parses a written record for the XSD: no entities, no network, and no indentation in the
-#: tree (every written text is stripped, so only indentation is blank): parsing ~35% faster.
-#: huge_tree lifts libxml2's size limits, which the tree built in memory never had: the text
-#: is our own, escaped, and declares no entities.
-_RECORD_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True,
-                                 huge_tree=True)
-
-
 def _parse_part(data: bytes, name: str) -> etree._Element:
     try:
-        return etree.fromstring(data, _RECORD_PARSER)
+        return etree.fromstring(data, RECORD_PARSER)
     except etree.XMLSyntaxError as exc:  # pragma: no cover - the writer escapes every text
         raise MappingError(f"the document part <{name}> does not parse: {exc}") from None
-
-
-class Validator:
-    """The mapping's XSD, applied to one part (a record's element, the header) at a time."""
-
-    def __init__(self, xsd_path: Path | None):
-        self.schema = None
-        if xsd_path is not None:
-            try:
-                self.schema = etree.XMLSchema(etree.parse(str(xsd_path)))
-            except (etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
-                raise MappingError(f"the XSD {xsd_path} is not a valid schema: {exc}") from None
-
-    def problems(self, element: etree._Element) -> list[str]:
-        if self.schema is None or self.schema.validate(element):
-            return []
-        return [f"{e.path.lstrip('/')}: {_short(e.message)}" for e in self.schema.error_log]
-
-    def check(self, element: etree._Element) -> None:
-        problems = self.problems(element)
-        if problems:
-            raise OrderError("the XSD refuses it: " + "; ".join(problems[:3]), field="output.record")
-
-    def check_text(self, xml: bytes) -> etree._Element:
-        """Parse a record's written text and check it; the parsed element."""
-        try:
-            element = etree.fromstring(xml, _RECORD_PARSER)
-        except etree.XMLSyntaxError as exc:  # the writer escapes every text: a bug if it happens
-            raise OrderError(f"the written XML does not parse: {exc}", field="output.record") from None
-        self.check(element)
-        return element
-
-
-_VALUE = re.compile(r"The value '.*?' (is|has)", re.DOTALL)
-
-
-def _short(message: str) -> str:
-    """lxml's message without the refused value: it may be an e-mail address or a name."""
-    # "Element 'Email': [facet 'pattern'] The value 'x' is not accepted by the pattern '…'."
-    message = _VALUE.sub(r"The value \1", message)
-    return message.replace("Element ", "", 1) if message.startswith("Element ") else message
 
 
 def record_level(document: Element) -> int:

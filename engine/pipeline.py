@@ -10,16 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from itertools import chain, islice
+from typing import Any, Iterable, Iterator
 
 from . import evaluate
 from .customers import DebtorMatcher, InFileMatcher
-from .document import Validator, record_level
+from .document import record_level
 from .errors import OrderError
 from .expressions import EvaluationError
 from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
 from .render import writer
+from .xsd import Validator
+from .xsd_process import CheckProcess
 from .sources.fixtures import BrokenRecord
 
 
@@ -60,6 +63,7 @@ class Converter:
         self.matcher = matcher or InFileMatcher()
         self.validator = validator or Validator(mapping.xsd_path)
         self._write = None
+        self._check_later = False  # convert_all checks the XSD on its own thread
         if mapping.record_element is not None:
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 
@@ -129,6 +133,13 @@ class Converter:
         flags.extend(invoice.flags)
         ctx["invoice"] = invoice
 
+        created = self._eval(m.record_created, ctx, "record.created")
+        preview = []
+        for col in m.columns:
+            if col.amount is not None:
+                preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
+            else:
+                preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
         xml = None
         if self._write is not None:
             texts: list[str] = []
@@ -137,15 +148,52 @@ class Converter:
                 raise OrderError("output.record wrote no element (its when: is false or its for_each is empty)",
                                  field="output.record")
             xml = texts[0].encode("utf-8")
-            self.validator.check_text(xml)
-        created = self._eval(m.record_created, ctx, "record.created")
-        preview = []
-        for col in m.columns:
-            if col.amount is not None:
-                preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
-            else:
-                preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
+            if not self._check_later:  # the last stage, so that convert_all may do it elsewhere
+                self.validator.check_text(xml)
         return Converted(shop_id, number, str(created), invoice, xml, preview, flags, ctx)
+
+    def convert_all(self, records: Iterable[dict | BrokenRecord]) -> Iterator[Outcome]:
+        """:meth:`convert` of each record, in order; past :data:`CHECK_HERE` records, the XSD
+        check runs in a helper process on the machine's other core (engine/xsd_process.py).
+
+        Records go to the helper in batches of :data:`CHECK_BATCH`; a batch's outcomes are
+        yielded when the helper has answered, while the next batch is being converted, so
+        at most two batches are held. The outcomes are exactly :meth:`convert`'s: the check
+        is its last stage, and a record the XSD refuses is quarantined with the same reason.
+        """
+        iterator = iter(records)
+        if self._write is None or self.validator.schema is None:
+            yield from map(self.convert, iterator)
+            return
+        for record in islice(iterator, CHECK_HERE):  # a small run: starting the helper costs more
+            yield self.convert(record)
+        for record in iterator:
+            iterator = chain([record], iterator)
+            break
+        else:
+            return
+        try:
+            checker = CheckProcess(self.validator.xsd_path)
+        except OSError:  # no process to be had: check here
+            yield from map(self.convert, iterator)
+            return
+        try:
+            waiting: list[Outcome] = []
+            while True:
+                self._check_later = True
+                try:
+                    batch = [self.convert(record) for record in islice(iterator, CHECK_BATCH)]
+                finally:
+                    self._check_later = False
+                if batch:
+                    checker.submit([o.xml for o in batch if isinstance(o, Converted)])
+                if waiting:
+                    yield from _checked(waiting, checker.result())
+                if not batch:
+                    return
+                waiting = batch
+        finally:
+            checker.close()
 
     def _vat_class(self, rate: Decimal, day: str, ctx) -> tuple[str, str | None]:
         for i, rule in enumerate(self.mapping.vat_rules):
@@ -163,6 +211,24 @@ class Converter:
         where = f" (country {country})" if country else ""
         raise OrderError(f"VAT rate {rate:f}% on {day}{where} has no VAT class in vat.classes; "
                          f"add a rule for it to the mapping or correct the order in the shop", field="vat.classes")
+
+
+#: Records converted and checked in-process before convert_all starts the helper process.
+CHECK_HERE = 200
+#: Records per batch handed to the helper: large enough that handing over costs nothing per
+#: order, small enough that few parsed orders are held.
+CHECK_BATCH = 32
+
+
+def _checked(outcomes: list[Outcome], refusals: list[OrderError | None]) -> Iterator[Outcome]:
+    """The batch's outcomes, a converted record the XSD refused quarantined (refusals: one per converted)."""
+    answers = iter(refusals)
+    for outcome in outcomes:
+        refusal = next(answers) if isinstance(outcome, Converted) else None
+        if refusal is not None:
+            yield Quarantined(outcome.shop_id, outcome.number, refusal.reason, refusal.field)
+        else:
+            yield outcome
 
 
 def in_window(created: str, since: date | None, until: date | None) -> bool:

@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from .clock import now
-from .document import BatchInfo, DocumentBuilder, Validator
+from .document import BatchInfo, DocumentBuilder
+from .xsd import Validator
 from .mapping import Mapping_
 from .money import ZERO
 from .errors import OrderError
@@ -85,14 +86,7 @@ def _streaming_gc() -> Iterator[None]:
 
 
 def _convert_all(mapping, records, since, until, max_rows, converter, builder, bodies, s: Summary) -> None:
-    for record in records:
-        if since or until:
-            created = _created(mapping, record)
-            if created is not None and not in_window(created, since, until):
-                s.outside_window += 1
-                continue
-        s.seen += 1
-        outcome = converter.convert(record)
+    for outcome in converter.convert_all(_in_window(mapping, records, since, until, s)):
         if isinstance(outcome, Excluded):
             s.excluded[outcome.condition] = s.excluded.get(outcome.condition, 0) + 1
         elif isinstance(outcome, Quarantined):
@@ -112,6 +106,18 @@ def _convert_all(mapping, records, since, until, max_rows, converter, builder, b
             s.flag_count += len(outcome.flags)
             if len(s.flags) < max_rows:
                 s.flags.extend((outcome.number, f) for f in outcome.flags)
+
+
+def _in_window(mapping: Mapping_, records: Iterable[Any], since: date | None, until: date | None,
+               s: Summary) -> Iterator[Any]:
+    for record in records:
+        if since or until:
+            created = _created(mapping, record)
+            if created is not None and not in_window(created, since, until):
+                s.outside_window += 1
+                continue
+        s.seen += 1
+        yield record
 
 
 def _created(mapping: Mapping_, record: Any) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from .clock import now as clock_now
-from .document import Validator
+from .xsd import Validator
 from .errors import MappingError, OrderError
 from .expressions import EvaluationError
 from .mapping import Mapping_
@@ -190,9 +190,24 @@ class Runner:
         """Converted records not yet delivered; quarantine recorded as it happens."""
         r = self.result
         name = self.m.name
+        in_quarantine = {q.shop_id for q in self.store.open_quarantine(name)}
+        for outcome in self.converter.convert_all(self._to_convert()):
+            if isinstance(outcome, Excluded):
+                r.counts["excluded"] += 1
+                self.store.clear_hints(name, [outcome.shop_id])
+                if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix
+                    self.store.release(name, [outcome.shop_id])
+            elif isinstance(outcome, Quarantined):
+                self._quarantine(outcome)
+            else:
+                yield outcome
+
+    def _to_convert(self) -> Iterator[Any]:
+        """The records to convert: neither delivered nor dropped (counted as they are read)."""
+        r = self.result
+        name = self.m.name
         dropped = self.store.dropped(name)
         hinted = {h.shop_id for h in self.store.hints(name)}
-        in_quarantine = {q.shop_id for q in self.store.open_quarantine(name)}
         for chunk in _chunks(self._records(), self.chunk):
             ids = [self._id(rec) for rec in chunk]
             done = self.store.delivered(name, [i for i in ids if i])
@@ -209,16 +224,7 @@ class Runner:
                 if shop_id in dropped:
                     r.counts["dropped_skipped"] += 1
                     continue
-                outcome = self.converter.convert(rec)
-                if isinstance(outcome, Excluded):
-                    r.counts["excluded"] += 1
-                    self.store.clear_hints(name, [outcome.shop_id])
-                    if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix
-                        self.store.release(name, [outcome.shop_id])
-                elif isinstance(outcome, Quarantined):
-                    self._quarantine(outcome)
-                else:
-                    yield outcome
+                yield rec
             if self.progress:
                 self.progress(r.counts)
 

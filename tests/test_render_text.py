@@ -509,7 +509,8 @@ def test_document_parts_keep_empty_elements_as_lxml_writes_them():
     import io
     from types import SimpleNamespace
 
-    from engine.document import DocumentBuilder, Validator
+    from engine.document import DocumentBuilder
+    from engine.xsd import Validator
 
     document = E("Asperion", None, E("Header", None, E("Source", "CCV"), E("Note", "{{ batch.note }}")),
                  E("Orders"))

@@ -13,7 +13,8 @@ import uuid
 from datetime import datetime
 from typing import Any, Callable
 
-from ..document import BatchInfo, DocumentBuilder, Validator
+from ..document import BatchInfo, DocumentBuilder
+from ..xsd import Validator
 from ..errors import MappingError
 from ..expressions import EvaluationError, Template
 from ..outbox import Outbox
