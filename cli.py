@@ -42,7 +42,7 @@ def validate(mapping: Path = MappingArg) -> None:
     """Check a mapping: schema, expressions, templates, XSD. Exit 2 on any error."""
     from engine.errors import MapperError
     from engine.mapping import load_mapping
-    from engine.document import Validator
+    from engine.xsd import Validator
     try:
         m = load_mapping(mapping)
         Validator(m.xsd_path)
