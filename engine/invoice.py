@@ -93,16 +93,18 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
     lines: list[Line] = []
     weights: dict[Decimal, Decimal] = {}
     row_ctx = dict(ctx)
+    amount_of, rate_of, quantity_of = rows_spec["amount"], rows_spec["rate"], rows_spec["quantity"]
+    description_of, code_of = rows_spec["description"], rows_spec["article_code"]
     for item in items:
         row_ctx[name] = item
-        amount = money.round_cents(_amount(rows_spec["amount"], row_ctx, "invoice.lines.amount"))
-        rate = _amount(rows_spec["rate"], row_ctx, "invoice.lines.rate")
-        line = Line("row", _text(rows_spec["description"], row_ctx, "invoice.lines.description"),
-                    _text(rows_spec["article_code"], row_ctx, "invoice.lines.article_code"),
-                    _amount(rows_spec["quantity"], row_ctx, "invoice.lines.quantity"), rate)
+        amount = money.round_cents(_amount(amount_of, row_ctx, "invoice.lines.amount"))
+        rate = _amount(rate_of, row_ctx, "invoice.lines.rate")
+        line = Line("row", _text(description_of, row_ctx, "invoice.lines.description"),
+                    _text(code_of, row_ctx, "invoice.lines.article_code"),
+                    _amount(quantity_of, row_ctx, "invoice.lines.quantity"), rate)
         line.incl = amount  # the charged amount, on whichever side; settled in _settle_vat
         lines.append(line)
-        weights[rate] = weights.get(rate, ZERO) + to_basis(amount, rate)
+        weights[rate] = weights.get(rate, ZERO) + (amount if include == basis_incl else to_basis(amount, rate))
 
     # Charges follow the goods: split pro rata over the goods' rate groups.
     rates = sorted(weights, reverse=True)
