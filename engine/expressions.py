@@ -526,9 +526,11 @@ class InlineCode:
             return None
         self._gen.ctx = ctx
         try:
-            return self._gen.output(ENV.parse(template.source).body)
-        except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
+            code = self._gen.output(ENV.parse(template.source).body)
+            compile(code, "<template>", "eval")  # Python's own limits: a keyword argument `in=`, deep nesting
+        except Exception:  # noqa: BLE001 - _Unsupported, SyntaxError, or anything the generator did not foresee
             return None
+        return code
 
     @staticmethod
     def writes_plain_number(template: "Template") -> bool:

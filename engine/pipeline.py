@@ -22,7 +22,7 @@ from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
 from .render import writer
 from .xsd import Validator
-from .xsd_process import CheckProcess
+from .xsd_process import XsdChecker
 from .sources.fixtures import BrokenRecord
 
 
@@ -160,6 +160,8 @@ class Converter:
         yielded when the helper has answered, while the next batch is being converted, so
         at most two batches are held. The outcomes are exactly :meth:`convert`'s: the check
         is its last stage, and a record the XSD refuses is quarantined with the same reason.
+        If reading the records fails, what was converted before is yielded, then the error
+        is raised, as with :meth:`convert` one record at a time.
         """
         iterator = iter(records)
         if self._write is None or self.validator.schema is None:
@@ -172,23 +174,28 @@ class Converter:
             break
         else:
             return
-        try:
-            checker = CheckProcess(self.validator.xsd_path)
-        except OSError:  # no process to be had: check here
-            yield from map(self.convert, iterator)
-            return
+        checker = XsdChecker(self.validator)
         try:
             waiting: list[Outcome] = []
             while True:
+                batch: list[Outcome] = []
+                failure = None
                 self._check_later = True
                 try:
-                    batch = [self.convert(record) for record in islice(iterator, CHECK_BATCH)]
+                    for record in islice(iterator, CHECK_BATCH):
+                        batch.append(self.convert(record))
+                except Exception as exc:  # noqa: BLE001 - raised below, after what was converted
+                    failure = exc
                 finally:
                     self._check_later = False
                 if batch:
                     checker.submit([o.xml for o in batch if isinstance(o, Converted)])
                 if waiting:
                     yield from _checked(waiting, checker.result())
+                if failure is not None:
+                    if batch:
+                        yield from _checked(batch, checker.result())
+                    raise failure
                 if not batch:
                     return
                 waiting = batch

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import OrderError
+from .errors import MappingError, OrderError
 from .expressions import EvaluationError, InlineCode
 from .filters import replaces_only_non_ascii, xml_cleaner
 from .mapping import Element
@@ -88,8 +88,15 @@ def _plain(spec: Element) -> bool:
 
 
 def _compile(spec: Element, replacements: dict[str, str], where: str, level: int, top: bool = False) -> Builder:
-    """The builder of ``spec`` at ``level``: one generated Python function for the whole tree."""
-    return _WriterCode(replacements).function(spec, where, level)
+    """The builder of ``spec`` at ``level``: generated Python for the whole tree."""
+    try:
+        return _WriterCode(replacements).function(spec, where, level)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):
+        pass  # a limit of Python's compiler: the same code, each template called, not inlined
+    try:
+        return _WriterCode(replacements, inline=False).function(spec, where, level)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        raise MappingError(f"{where}: the element tree is too deeply nested to write ({exc})") from None
 
 
 class _WriterCode:
@@ -99,20 +106,23 @@ class _WriterCode:
     for_each, then per element its text, its attributes and its children. Each template's
     text is computed by its inlined fast-path code (:class:`InlineCode`); if that raises,
     the template's own function runs instead (Jinja's answer, or its error named by element).
-    Try blocks cost nothing in Python 3.11 until something raises.
+    Try blocks cost nothing in Python 3.11 until something raises. An element with ``with``,
+    ``when`` or ``for_each`` gets a function of its own, so the code nests no deeper than
+    one such element however deep the tree (Python's compiler allows 20 nested blocks).
     """
 
-    def __init__(self, replacements: dict[str, str]):
+    def __init__(self, replacements: dict[str, str], inline: bool = True):
         self.code = InlineCode()
-        self.ns = self.code.ns
-        self.ns.update({"_value": _value, "_clean": xml_cleaner(replacements, escape_text),
-                        "_clean_plain": xml_cleaner(replacements), "_escape_attribute": escape_attribute,
-                        "_len": len, "_join": "".join})
+        self.inline = inline
         self.clean = xml_cleaner(replacements, escape_text)
         self.clean_plain = xml_cleaner(replacements)
+        self.ns = self.code.ns
+        self.ns.update({"_value": _value, "_clean": self.clean, "_clean_plain": self.clean_plain,
+                        "_escape_attribute": escape_attribute, "_len": len, "_join": "".join})
         # cleaning leaves a plain number as it is unless a replacement could match in it
         self.numbers_are_clean = replaces_only_non_ascii(replacements)
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # the function being written
+        self.written: list[str] = []  # the functions done
         self.n = 0
 
     def name(self, prefix: str) -> str:
@@ -128,14 +138,14 @@ class _WriterCode:
     def function(self, spec: Element, where: str, level: int) -> Builder:
         self.emit(0, "def _write(c, out):")
         self.element(spec, where, level, "c", None, 1)
-        source = "\n".join(self.lines) + "\n"
+        source = "\n".join(self.written + self.lines) + "\n"
         exec(compile(source, f"<writer of {where}>", "exec"), self.ns)  # noqa: S102 - generated from the mapping
         return self.ns["_write"]
 
     def text(self, template, ctx: str, where: str, var: str, depth: int, clean: str = "_clean") -> None:
         """Emit ``var = cleaned text of template``."""
         fn = self.const(template._fn)  # noqa: SLF001
-        code = self.code.text(template, ctx)
+        code = self.code.text(template, ctx) if self.inline else None
         if code is None:
             self.emit(depth, f"{var} = {clean}(_value({fn}, {ctx}, {where!r}))")
             return
@@ -148,6 +158,18 @@ class _WriterCode:
 
     def element(self, spec: Element, where: str, level: int, ctx: str, parts: str | None, depth: int) -> None:
         """Emit the code writing ``spec`` into the list ``parts`` (None: a text of its own into ``out``)."""
+        if parts is not None and (spec.bindings or spec.when is not None or spec.for_each is not None):
+            function = self.name("_element")
+            self.emit(depth, f"{function}({ctx}, {parts})")
+            outer, self.lines = self.lines, [f"def {function}(c, parts):"]
+            self.scoped(spec, where, level, "c", "parts", 1)
+            self.written.append("\n".join(self.lines))
+            self.lines = outer
+            return
+        self.scoped(spec, where, level, ctx, parts, depth)
+
+    def scoped(self, spec: Element, where: str, level: int, ctx: str, parts: str | None, depth: int) -> None:
+        """``element``: its with, when and for_each, then its body."""
         if spec.bindings:
             bound = self.name("c")
             self.emit(depth, f"{bound} = {ctx}.copy()")

@@ -1,94 +1,154 @@
 """The XSD check of written records in a helper process, on the machine's other core.
 
 Parsing and validating a record's text is about a fifth of the time per order, and it
-depends on nothing but the text: :class:`CheckProcess` hands batches of texts to a child
-process (``python -m engine.xsd_process XSD``), which checks them with the same
-:class:`~engine.xsd.Validator` and answers, per text, nothing or the refusal (reason and
-field). The parent converts the next batch meanwhile. A thread would not do: lxml holds
-the GIL between its calls often enough that two threads ran no faster than one.
+depends on nothing but the text: :class:`XsdChecker` hands batches of texts to a child
+process, which checks them with the same :class:`~engine.xsd.Validator` and answers, per
+text, nothing or the refusal (reason and field). The parent converts the next batch
+meanwhile. A thread would not do: lxml holds the GIL between its calls often enough that
+two threads ran no faster than one.
+
+If the helper cannot start, or stops, the batches it holds and all later ones are checked
+here instead: slower, never different.
 
 The pipe carries, per batch: a 4-byte count, then per text a 4-byte length and the bytes;
-the answer is one line of JSON, a list with ``null`` or ``[reason, field]`` per text.
+the answer is one line of JSON, a list with ``null`` or ``[reason, field]`` per text. The
+child reads its input on a thread of its own, so the parent's next batch never waits for
+the child to be rid of its last answer (however long the reasons), and neither side can
+block the other.
+
+The child is started isolated (``python -I``: no current directory or user site on its
+import path, no PYTHON* variables) with only the environment variables a process needs to
+run: none of the mapping's secrets.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import MapperError, OrderError
+from .errors import OrderError
+from .xsd import Validator
 
 _COUNT = struct.Struct("<I")
 
-#: A refusal's reason is cut to this many characters in the answer (lxml's messages are
-#: short; this keeps one batch's answer well inside a pipe buffer, so neither side can block).
-MAX_REASON = 1000
-
-
-#: The pipe buffer asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MB by default);
-#: a batch of 32 full-size records is about 110 KB.
+#: The pipe buffer asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MB by default):
+#: a batch of 32 full-size records, about 110 KB, then goes in with one write.
 PIPE_SIZE = 1 << 20
 
+#: What the child inherits of the environment: enough to start Python, nothing more.
+_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "LD_LIBRARY_PATH", "TMPDIR", "SYSTEMROOT")
 
-class CheckProcess:
-    """The parent's side: ``submit`` a batch, then ``result`` it (one batch at a time)."""
+_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.xsd_process import serve; "
+          "serve(sys.argv[2], sys.stdin.buffer, sys.stdout.buffer)")
 
-    def __init__(self, xsd_path: Path):
-        env = dict(os.environ)
+
+class HelperStopped(Exception):
+    """The helper process ended or its answer did not make sense."""
+
+
+class XsdChecker:
+    """``submit`` batches, then ``result`` them in the same order (at most two outstanding)."""
+
+    def __init__(self, validator: Validator):
+        self._here = validator
+        self._batches: deque[list[bytes]] = deque()  # submitted, not yet answered
+        self._stderr = tempfile.TemporaryFile()
         root = str(Path(__file__).resolve().parents[1])  # where the engine package is
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._proc = subprocess.Popen([sys.executable, "-m", "engine.xsd_process", str(xsd_path)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      env=env)
-        # room for a whole batch in the pipe: writing the next batch must not wait for the
-        # child to finish the one before (at 64 KB it did: ~10% of the time at 10,000 orders)
+        env = {k: os.environ[k] for k in _ENVIRONMENT if k in os.environ}
+        try:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                [sys.executable, "-I", "-c", _CHILD, root, str(validator.xsd_path)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        except OSError:
+            self._proc = None
+            return
         try:
             import fcntl
             fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except (ImportError, AttributeError, OSError):  # not Linux, or above the system's limit: slower only
+        except (ImportError, AttributeError, OSError):  # not Linux, or above the limit: slower only
             pass
 
+    @property
+    def in_helper(self) -> bool:
+        """Whether the helper process is (still) doing the checks."""
+        return self._proc is not None
+
     def submit(self, texts: list[bytes]) -> None:
+        self._batches.append(texts)
+        if self._proc is None:
+            return
         frame = [_COUNT.pack(len(texts))]
         for text in texts:
             frame += (_COUNT.pack(len(text)), text)
         try:
             self._proc.stdin.write(b"".join(frame))
             self._proc.stdin.flush()
-        except OSError:  # it stopped: result() says why
-            pass
+        except OSError:
+            self._stop()
 
     def result(self) -> list[OrderError | None]:
-        line = self._proc.stdout.readline()
-        if not line:
-            raise self._stopped()
-        return [None if r is None else OrderError(r[0], field=r[1]) for r in json.loads(line)]
+        """The refusal of each text of the oldest outstanding batch, or None where it passes."""
+        texts = self._batches.popleft()
+        if self._proc is not None:
+            try:
+                answers = self._answer(len(texts))
+                return [None if a is None else OrderError(a[0], field=a[1]) for a in answers]
+            except HelperStopped:
+                self._stop()
+        return [self._check_here(text) for text in texts]
 
     def close(self) -> None:
+        if self._proc is not None:
+            self._end(kill=bool(self._batches))  # answers nobody will read: no need to wait for them
+        self._stderr.close()
+
+    def _answer(self, count: int) -> list:
+        line = self._proc.stdout.readline()
         try:
-            self._proc.stdin.close()
+            answers = json.loads(line)
+        except ValueError:
+            raise HelperStopped from None
+        if not isinstance(answers, list) or len(answers) != count:
+            raise HelperStopped
+        return answers
+
+    def _check_here(self, text: bytes) -> OrderError | None:
+        try:
+            self._here.check_text(text)
+        except OrderError as exc:
+            return exc
+        return None
+
+    def _stop(self) -> None:
+        """The helper is gone or confused: end it; from now on every check is done here."""
+        self._end(kill=True)
+
+    def _end(self, kill: bool) -> None:
+        proc, self._proc = self._proc, None
+        try:
+            proc.stdin.close()
         except OSError:
             pass
+        if kill:
+            proc.kill()
         try:
-            self._proc.wait(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc.stdout.close()
-        self._proc.stderr.close()
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
-    def _stopped(self) -> MapperError:
-        self._proc.stdin.close()
-        code = self._proc.wait()
-        detail = self._proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        last = f": {detail[-1]}" if detail else ""
-        return MapperError(f"the XSD check's helper process stopped (exit code {code}){last}; "
-                           f"nothing of this batch was delivered: run again")
+
+# ---------------------------------------------------------------------------- the child
 
 
 def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
@@ -96,26 +156,34 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
     return data if len(data) == n else None
 
 
+def _batches(stdin: BinaryIO, into: queue.Queue) -> None:
+    """On the child's reading thread: every batch as a list of texts, then None."""
+    try:
+        while (head := _read_exactly(stdin, 4)) is not None:
+            texts = []
+            for _ in range(_COUNT.unpack(head)[0]):
+                size = _read_exactly(stdin, 4)
+                text = None if size is None else _read_exactly(stdin, _COUNT.unpack(size)[0])
+                if text is None:
+                    return  # the batch ended early: the parent is gone
+                texts.append(text)
+            into.put(texts)
+    finally:
+        into.put(None)
+
+
 def serve(xsd_path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child's side: answer batches until the parent closes the pipe."""
-    from .xsd import Validator
-
     validator = Validator(Path(xsd_path))
-    while (head := _read_exactly(stdin, 4)) is not None:
+    batches: queue.Queue = queue.Queue()
+    threading.Thread(target=_batches, args=(stdin, batches), daemon=True).start()
+    while (texts := batches.get()) is not None:
         answers = []
-        for _ in range(_COUNT.unpack(head)[0]):
-            size = _read_exactly(stdin, 4)
-            text = None if size is None else _read_exactly(stdin, _COUNT.unpack(size)[0])
-            if text is None:
-                raise SystemExit("the batch ended early")
+        for text in texts:
             try:
                 validator.check_text(text)
                 answers.append(None)
             except OrderError as exc:
-                answers.append([exc.reason[:MAX_REASON], exc.field])
+                answers.append([exc.reason, exc.field])
         stdout.write(json.dumps(answers).encode("utf-8") + b"\n")
         stdout.flush()
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)

@@ -226,6 +226,21 @@ def test_a_template_the_inlined_code_gives_up_on_gets_jinjas_answer():
         "<r>\n    <a>d&amp;</a>\n    <b>False</b>\n    <c>plain</c>\n    <d>y</d>\n  </r>"]
 
 
+def test_what_python_cannot_compile_inline_is_still_written():
+    # a keyword argument that is a Python keyword, a chain Python nests too deeply, and a
+    # tree deeper than Python's 20 nested blocks: the writer compiles and writes them
+    elifs = "{% if t.plain == 'A0' %}0" + "".join(f"{{% elif t.plain == 'A{i}' %}}{i}" for i in range(1, 120))
+    spec = E("r", None, E("k", "{{ '{in}|{from}'.format(in=t.plain, from=t.x) }}"), E("c", "{{ dict(class='x')['class'] }}"),
+             E("e", elifs + "{% else %}none{% endif %}"))
+    assert check(spec, CTX, 1) == [
+        "<r>\n    <k>plain|X &amp; &lt;x&gt;</k>\n    <c>x</c>\n    <e>none</e>\n  </r>"]
+    deep = E("leaf", "{{ t.plain }}")
+    for i in range(30):
+        deep = E(f"n{i}", None, deep, for_each="items1", as_=f"i{i}", when="flag", with_={f"b{i}": "t.zero"})
+    got = check(deep, CTX, 0)
+    assert got[0].count("<leaf>plain</leaf>") == 1 and got[0].count("<n0>") == 1
+
+
 @pytest.mark.parametrize("spec,field,words", [
     (E("r", None, E("a", "1"), E("b", "{{ t.nope }}")), "r/b", "'t.nope' is undefined"),
     (E("r", None, E("a", None, E("b", "{{ nothing.x }}"))), "r/a/b", "nothing"),

@@ -2,24 +2,29 @@
 
 ``Converter.convert_all`` checks the first records itself and the rest in a helper process
 on the other core. Whichever does it, the outcomes must be exactly ``convert``'s: the same
-records converted, the same ones quarantined with the same reason, in the same order; and
-a helper that stops is an error that says so, with nothing of its batches passed on.
+records converted, the same ones quarantined with the same reason, in the same order, also
+when the helper cannot start or stops midway (the checks are then done in-process).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import FIXTURES, MAPPING
 from engine import pipeline
-from engine.errors import MapperError, OrderError
+from engine.errors import OrderError
 from engine.mapping import load_mapping
 from engine.pipeline import Converted, Converter, Quarantined
 from engine.sources.fixtures import FixtureSource
-from engine.xsd_process import CheckProcess
+from engine import xsd_process
+from engine.xsd import Validator
+from engine.xsd_process import XsdChecker
 
 
 @pytest.fixture()
@@ -44,32 +49,47 @@ def _key(outcome):
 
 
 def _started(monkeypatch) -> list:
+    """Every XsdChecker convert_all starts; each counts the batches its helper answered."""
     started = []
 
-    class Spy(CheckProcess):
-        def __init__(self, xsd_path):
-            super().__init__(xsd_path)
+    class Spy(XsdChecker):
+        def __init__(self, validator):
+            super().__init__(validator)
+            self.answered = 0
             started.append(self)
 
-    monkeypatch.setattr(pipeline, "CheckProcess", Spy)
+        def _answer(self, count):
+            answers = super()._answer(count)
+            self.answered += 1
+            return answers
+
+    monkeypatch.setattr(pipeline, "XsdChecker", Spy)
     return started
+
+
+def _small_batches(monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "CHECK_HERE", 3)
+    monkeypatch.setattr(pipeline, "CHECK_BATCH", 4)
+
+
+def _one_by_one(mapping, records) -> list:
+    converter = Converter(mapping)
+    return [_key(converter.convert(r)) for r in records]
 
 
 def test_the_helper_gives_exactly_converts_outcomes(shop, monkeypatch):
     mapping = load_mapping(MAPPING)
     records = list(FixtureSource(shop).records())
-    converter = Converter(mapping)
-    one_by_one = [_key(converter.convert(r)) for r in records]
+    one_by_one = _one_by_one(mapping, records)
     refused = [k for k in one_by_one if k[0] == "quarantined" and k[3].startswith("the XSD refuses it")]
     assert {k[2] for k in refused} == {"XSD-90", "XSD-91"}
     assert "Currency" in refused[0][3] + refused[1][3] and "Email" in refused[0][3] + refused[1][3]
 
-    monkeypatch.setattr(pipeline, "CHECK_HERE", 3)
-    monkeypatch.setattr(pipeline, "CHECK_BATCH", 4)
+    _small_batches(monkeypatch)
     started = _started(monkeypatch)
     streamed = [_key(o) for o in Converter(mapping).convert_all(iter(records))]
-    assert len(started) == 1  # the helper did check most of them
-    assert started[0]._proc.returncode == 0  # and ended with the pipe
+    assert len(started) == 1 and started[0].answered == 6  # 24 records past the first 3, 4 at a time
+    assert not started[0].in_helper  # closed
     assert streamed == one_by_one
 
 
@@ -82,24 +102,88 @@ def test_a_small_run_is_checked_in_process(monkeypatch):
     assert len(outcomes) == len(records) and started == []
 
 
-def test_a_helper_that_stops_is_an_error_and_its_batches_go_nowhere(shop, monkeypatch, tmp_path):
+@pytest.mark.parametrize("how", ["cannot start", "exits at once", "killed midway", "talks nonsense"])
+def test_without_a_working_helper_the_checks_are_done_here_with_the_same_outcomes(how, shop, monkeypatch, tmp_path):
     mapping = load_mapping(MAPPING)
+    records = list(FixtureSource(shop).records())
+    one_by_one = _one_by_one(mapping, records)
+    _small_batches(monkeypatch)
+    started = _started(monkeypatch)
+    if how == "cannot start":
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    elif how == "exits at once":
+        monkeypatch.setattr(xsd_process, "_CHILD", "raise SystemExit(3)")
+    elif how == "talks nonsense":
+        monkeypatch.setattr(xsd_process, "_CHILD", "import sys; sys.stdin.buffer.read(4); print('[1]', flush=True); "
+                                                   "sys.stdin.buffer.read()")
+    outcomes = []
+    for outcome in Converter(mapping).convert_all(iter(records)):
+        outcomes.append(_key(outcome))
+        if how == "killed midway" and len(outcomes) == 10:
+            started[0]._proc.kill()
+    assert outcomes == one_by_one
+    assert started and not started[0].in_helper
+    if how == "killed midway":
+        assert started[0].answered >= 1  # it did work before it was killed
 
-    class Broken(CheckProcess):
-        def __init__(self, xsd_path):
-            super().__init__(tmp_path / "no-such.xsd")  # the child fails to load it and exits
 
-    monkeypatch.setattr(pipeline, "CHECK_HERE", 5)
-    monkeypatch.setattr(pipeline, "CHECK_BATCH", 4)
-    monkeypatch.setattr(pipeline, "CheckProcess", Broken)
-    passed = []
-    with pytest.raises(MapperError) as caught:
-        for outcome in Converter(mapping).convert_all(FixtureSource(shop).records()):
-            passed.append(outcome)
-    message = str(caught.value)
-    assert "the XSD check's helper process stopped (exit code 1)" in message
-    assert "no-such.xsd" in message and "run again" in message
-    assert len(passed) == 5  # those checked in-process; none of the helper's batches
+def test_a_source_that_fails_midway_first_yields_what_was_converted(shop, monkeypatch):
+    mapping = load_mapping(MAPPING)
+    records = list(FixtureSource(shop).records())[:14]
+    _small_batches(monkeypatch)
+
+    def failing():
+        yield from records
+        raise ConnectionError("the shop went away")
+
+    got = []
+    with pytest.raises(ConnectionError):
+        for outcome in Converter(mapping).convert_all(failing()):
+            got.append(_key(outcome))
+    assert got == _one_by_one(mapping, records)
+
+
+SMALL_XSD = """<?xml version="1.0"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <xs:element name="Order"><xs:complexType><xs:sequence>
+    <xs:element name="Amount" type="xs:decimal"/>
+    <xs:element name="Note" type="xs:string" minOccurs="0"/>
+  </xs:sequence></xs:complexType></xs:element>
+</xs:schema>
+"""
+
+
+@pytest.mark.parametrize("pipe", [None, 4096])
+def test_long_refusals_and_big_batches_cannot_block_either_side(pipe, tmp_path):
+    # an answer larger than the pipe (32 refusals quoting 1,000 non-ASCII characters each,
+    # ~190 KB of JSON) while the next batch (32 x 40 KB) does not fit the pipe either: the
+    # child reads on a thread of its own, so neither side waits for the other
+    xsd = tmp_path / "s.xsd"
+    xsd.write_text(SMALL_XSD)
+    refused = [("<Order><Amount>" + "Ж" * 1000 + "</Amount></Order>").encode()] * 32
+    big = [("<Order><Amount>1</Amount><Note>" + "n" * 40000 + "</Note></Order>").encode()] * 32
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the helper and the engine block each other"))
+    signal.alarm(60)
+    checker = XsdChecker(Validator(xsd))
+    try:
+        if pipe:  # as where the pipe cannot be enlarged
+            import fcntl
+            for stream in (checker._proc.stdin, checker._proc.stdout):
+                fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, pipe)
+        checker.submit(refused)
+        checker.submit(big)
+        first, second = checker.result(), checker.result()
+        assert checker.in_helper
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        checker.close()
+    assert all(isinstance(r, OrderError) and len(r.reason) > 1000 for r in first)  # not cut short
+    assert second == [None] * 32
+    # a reason is passed on whole, as the in-process check words it
+    with pytest.raises(OrderError) as here:
+        Validator(xsd).check_text(refused[0])
+    assert first[0].reason == here.value.reason
 
 
 def test_the_helper_answers_per_text_in_order():
@@ -108,16 +192,40 @@ def test_the_helper_answers_per_text_in_order():
     good = [o.xml for o in map(converter.convert, FixtureSource(FIXTURES).records()) if isinstance(o, Converted)][:2]
     bad = good[0].replace(b"<Currency>EUR</Currency>", b"<Currency>Euro</Currency>")
     assert bad != good[0]
-    helper = CheckProcess(mapping.xsd_path)
+    checker = XsdChecker(converter.validator)
     try:
         for _ in range(3):  # several batches through one process
-            helper.submit([good[0], bad, good[1]])
-            first, refusal, last = helper.result()
+            checker.submit([good[0], bad, good[1]])
+            first, refusal, last = checker.result()
             assert first is None and last is None
             assert isinstance(refusal, OrderError) and refusal.field == "output.record"
             assert refusal.reason.startswith("the XSD refuses it: Order/Currency:")
-        helper.submit([])
-        assert helper.result() == []
+        checker.submit([])
+        assert checker.result() == []
+        assert checker.in_helper
+        proc = checker._proc
     finally:
-        helper.close()
-    assert helper._proc.returncode == 0
+        checker.close()
+    assert proc.returncode == 0
+
+
+def test_the_helper_has_no_secrets_and_imports_nothing_from_the_working_directory(tmp_path, monkeypatch):
+    mapping = load_mapping(MAPPING)
+    (tmp_path / "json.py").write_text("raise SystemExit('imported from the working directory')\n")
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text("raise SystemExit('a stray engine package')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAPPER_DEBTOR_KEY", "a-secret-key")
+    monkeypatch.setenv("CCVSHOP_SECRET_KEY", "another-secret")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    checker = XsdChecker(Converter(mapping).validator)
+    try:
+        environ = (Path("/proc") / str(checker._proc.pid) / "environ").read_bytes()
+        checker.submit([b"<Order/>"])
+        refusal, = checker.result()
+        assert checker.in_helper  # it started and answered: nothing of tmp_path was imported
+        assert isinstance(refusal, OrderError)
+    finally:
+        checker.close()
+    assert b"a-secret-key" not in environ and b"another-secret" not in environ
+    assert b"MAPPER_" not in environ and b"CCVSHOP_" not in environ
