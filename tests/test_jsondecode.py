@@ -239,3 +239,19 @@ def test_fixture_source_quarantines_numbers_and_nesting_python_refuses(tmp_path)
     assert isinstance(deep, BrokenRecord) and deep.source_name == "b_deep.json"
     assert "not valid JSON" in deep.reason
     assert good == {"id": 3}
+
+
+def test_fixture_source_reads_big_empty_and_unreadable_files(tmp_path):
+    # files are read with os.read in 64 KB pieces: a file of several pieces comes through
+    # whole, an empty one is invalid JSON, a directory named like an order is one broken record
+    rows = [{"id": i, "product_name": "x" * 900, "price": "9.95"} for i in range(300)]
+    (tmp_path / "a_big.json").write_text(json.dumps({"id": 1, "orderrows": rows}))
+    assert (tmp_path / "a_big.json").stat().st_size > 3 * (1 << 16)
+    (tmp_path / "b_empty.json").write_bytes(b"")
+    (tmp_path / "c_dir.json").mkdir()
+    (tmp_path / "d_good.json").write_bytes(b'{"id": 4}')
+    big, empty, directory, good = list(FixtureSource(tmp_path).records())
+    assert big == {"id": 1, "orderrows": rows}
+    assert isinstance(empty, BrokenRecord) and "not valid JSON at line 1 column 1" in empty.reason
+    assert isinstance(directory, BrokenRecord) and "cannot be read" in directory.reason
+    assert good == {"id": 4}
