@@ -55,10 +55,13 @@ class Validator:
 
 
 _VALUE = re.compile(r"The value '.*?' (is|has)", re.DOTALL)
+#: "Element 'OrderDate': 'Jan Jansen' is not a valid value of the atomic type 'xs:date'."
+_TYPED_VALUE = re.compile(r"^(Element '[^']*': )'.*?' (is not a valid value of the)", re.DOTALL)
 
 
 def _short(message: str) -> str:
     """lxml's message without the refused value: it may be an e-mail address or a name."""
     # "Element 'Email': [facet 'pattern'] The value 'x' is not accepted by the pattern '…'."
     message = _VALUE.sub(r"The value \1", message)
+    message = _TYPED_VALUE.sub(r"\1The value \2", message)
     return message.replace("Element ", "", 1) if message.startswith("Element ") else message

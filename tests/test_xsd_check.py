@@ -155,12 +155,12 @@ SMALL_XSD = """<?xml version="1.0"?>
 
 @pytest.mark.parametrize("pipe", [None, 4096])
 def test_long_refusals_and_big_batches_cannot_block_either_side(pipe, tmp_path):
-    # an answer larger than the pipe (32 refusals quoting 1,000 non-ASCII characters each,
-    # ~190 KB of JSON) while the next batch (32 x 40 KB) does not fit the pipe either: the
-    # child reads on a thread of its own, so neither side waits for the other
+    # an answer larger than the pipe (2,000 refusals, ~200 KB of JSON) while the next batch
+    # (32 x 40 KB) does not fit the pipe either: the child reads on a thread of its own, so
+    # neither side waits for the other
     xsd = tmp_path / "s.xsd"
     xsd.write_text(SMALL_XSD)
-    refused = [("<Order><Amount>" + "Ж" * 1000 + "</Amount></Order>").encode()] * 32
+    refused = [("<Order><Amount>" + "Ж" * 1000 + "</Amount></Order>").encode()] * 2000
     big = [("<Order><Amount>1</Amount><Note>" + "n" * 40000 + "</Note></Order>").encode()] * 32
     previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the helper and the engine block each other"))
     signal.alarm(60)
@@ -178,7 +178,8 @@ def test_long_refusals_and_big_batches_cannot_block_either_side(pipe, tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         checker.close()
-    assert all(isinstance(r, OrderError) and len(r.reason) > 1000 for r in first)  # not cut short
+    assert len(first) == 2000 and all(isinstance(r, OrderError) for r in first)
+    assert len(json.dumps([[r.reason, r.field] for r in first])) > 1 << 17
     assert second == [None] * 32
     # a reason is passed on whole, as the in-process check words it
     with pytest.raises(OrderError) as here:
@@ -229,3 +230,31 @@ def test_the_helper_has_no_secrets_and_imports_nothing_from_the_working_director
         checker.close()
     assert b"a-secret-key" not in environ and b"another-secret" not in environ
     assert b"MAPPER_" not in environ and b"CCVSHOP_" not in environ
+
+
+def test_a_refusal_never_quotes_the_refused_value(tmp_path):
+    # the value may be a name or an e-mail address: the reason (kept in the state and the
+    # run report) says which element and why, never what was in it
+    xsd = tmp_path / "v.xsd"
+    xsd.write_text("""<?xml version="1.0"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <xs:element name="Order"><xs:complexType><xs:sequence>
+    <xs:element name="Amount" type="xs:decimal"/>
+    <xs:element name="Day" type="xs:date"/>
+    <xs:element name="Kind"><xs:simpleType><xs:restriction base="xs:string">
+      <xs:enumeration value="a"/></xs:restriction></xs:simpleType></xs:element>
+  </xs:sequence></xs:complexType></xs:element>
+</xs:schema>
+""")
+    validator = Validator(xsd)
+    for text, element in ((b"<Order><Amount>jan@example.nl</Amount><Day>2026-01-01</Day><Kind>a</Kind></Order>",
+                           "Order/Amount"),
+                          (b"<Order><Amount>1</Amount><Day>Jan Jansen</Day><Kind>a</Kind></Order>", "Order/Day"),
+                          (b"<Order><Amount>1</Amount><Day>2026-01-01</Day><Kind>Jan Jansen</Kind></Order>",
+                           "Order/Kind")):
+        with pytest.raises(OrderError) as caught:
+            validator.check_text(text)
+        reason = caught.value.reason
+        assert reason.startswith(f"the XSD refuses it: {element}: "), reason
+        assert "jan@example.nl" not in reason and "Jan Jansen" not in reason, reason
+        assert "The value" in reason
