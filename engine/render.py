@@ -1,16 +1,16 @@
 """Writing XML from the mapping's declared element tree, as text.
 
-An element spec is compiled once into a closure (cached per spec, replacement table and
-indentation level) that appends the element's serialised text to a list: exactly the
-bytes ``etree.tostring`` writes for the same tree after ``etree.indent(el, "  ", level)``
-(escaping, empty elements, indentation, text before children), so the file does not
-change with the way it is built. The caller parses the text once to validate it against
-the XSD; building the tree with ``SubElement`` and then indenting and serialising it cost
-about twice as much (see bench/).
+An element spec is compiled once into a generated Python function (cached per spec,
+replacement table and indentation level) that appends the element's serialised text to a
+list: exactly the bytes ``etree.tostring`` writes for the same tree after
+``etree.indent(el, "  ", level)`` (escaping, empty elements, indentation, text before
+children), so the file does not change with the way it is built. The caller parses the
+text once to validate it against the XSD; building the tree with ``SubElement`` and then
+indenting and serialising it cost about twice as much (see bench/).
 
-The plain children of an element (text only: no attributes, children, conditions or
-loops) are written in one tight loop, constant texts are cleaned and escaped once, and
-contexts are copied only where ``with:`` or ``for_each:`` add names.
+The function is straight-line code with every template's generated code inlined (see
+:class:`_WriterCode`); constant texts are cleaned and escaped once, and contexts are
+copied only where ``with:`` or ``for_each:`` add names.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def writer(spec: Element, replacements: dict[str, str], level: int = 0) -> Build
     hit = _compiled.get(key)
     if hit is not None and hit[0] is spec and hit[1] is replacements:
         return hit[2]
-    builder = _compile(spec, replacements, spec.name, level, top=True)
+    builder = _compile(spec, replacements, spec.name, level)
     _compiled[key] = (spec, replacements, builder)  # spec and table kept alive: ids stay theirs
     return builder
 
@@ -87,7 +87,7 @@ def _plain(spec: Element) -> bool:
             and spec.when is None and spec.for_each is None)
 
 
-def _compile(spec: Element, replacements: dict[str, str], where: str, level: int, top: bool = False) -> Builder:
+def _compile(spec: Element, replacements: dict[str, str], where: str, level: int) -> Builder:
     """The builder of ``spec`` at ``level``: generated Python for the whole tree."""
     try:
         return _WriterCode(replacements).function(spec, where, level)
