@@ -22,12 +22,7 @@ def value(expr, ctx: dict[str, Any], what: str) -> Any:
 
 
 def amount(expr, ctx: dict[str, Any], what: str) -> Decimal:
-    try:
-        result = expr._fn(ctx)  # noqa: SLF001
-    except EvaluationError as exc:
-        raise OrderError(f"{what}: {exc}", field=what) from None
-    if type(result) is Decimal:
-        return result
+    result = value(expr, ctx, what)
     try:
         return money.to_decimal(result, what)
     except (TypeError, ValueError) as exc:

@@ -516,29 +516,35 @@ class InlineCode:
     def __init__(self):
         self._gen = _Gen()
         self.ns = self._gen.ns
+        self._bodies: dict[str, list[nodes.Node]] = {}  # Jinja's parse of each template, once
 
     def const(self, value: Any) -> str:
         """A global name in :attr:`ns` holding ``value``."""
         return self._gen.const(value)
+
+    def _body(self, template: "Template") -> list[nodes.Node]:
+        body = self._bodies.get(template.source)
+        if body is None:
+            body = self._bodies[template.source] = ENV.parse(template.source).body
+        return body
 
     def text(self, template: "Template", ctx: str) -> str | None:
         if template.constant is not None:
             return None
         self._gen.ctx = ctx
         try:
-            code = self._gen.output(ENV.parse(template.source).body)
+            code = self._gen.output(self._body(template))
             compile(code, "<template>", "eval")  # Python's own limits: a keyword argument `in=`, deep nesting
         except Exception:  # noqa: BLE001 - _Unsupported, SyntaxError, or anything the generator did not foresee
             return None
         return code
 
-    @staticmethod
-    def writes_plain_number(template: "Template") -> bool:
+    def writes_plain_number(self, template: "Template") -> bool:
         """Whether the template is one number filter, ``{{ x | money }}``: its text is a plain
         number (:data:`PLAIN_NUMBER_FILTERS`), or it fails."""
         if template.constant is not None:
             return False
-        body = ENV.parse(template.source).body
+        body = self._body(template)
         if len(body) != 1 or type(body[0]) is not nodes.Output or len(body[0].nodes) != 1:
             return False
         node = body[0].nodes[0]

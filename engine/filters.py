@@ -89,11 +89,11 @@ def money_plain(value: object, places: int = 2) -> str:
 
 def unit_price(value: object, places: int = 4) -> str:
     """Up to four decimals (``8.2231``), at least two."""
-    return money.trim(value if type(value) is Decimal else money.to_decimal(value), places)
+    return money.trim(money.to_decimal(value), places)
 
 
 def quantity(value: object) -> str:
-    return money.quantity(value if type(value) is Decimal else money.to_decimal(value))
+    return money.quantity(money.to_decimal(value))
 
 
 def dutch_money(value: object, symbol: str = "€") -> str:

@@ -104,7 +104,7 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
                     _amount(quantity_of, row_ctx, "invoice.lines.quantity"), rate)
         line.incl = amount  # the charged amount, on whichever side; settled in _settle_vat
         lines.append(line)
-        weights[rate] = weights.get(rate, ZERO) + (amount if include == basis_incl else to_basis(amount, rate))
+        weights[rate] = weights.get(rate, ZERO) + to_basis(amount, rate)
 
     # Charges follow the goods: split pro rata over the goods' rate groups.
     rates = sorted(weights, reverse=True)

@@ -63,7 +63,7 @@ class Converter:
         self.matcher = matcher or InFileMatcher()
         self.validator = validator or Validator(mapping.xsd_path)
         self._write = None
-        self._check_later = False  # convert_all checks the XSD on its own thread
+        self._check_later = False  # convert_all has the XSD check done in its helper process
         if mapping.record_element is not None:
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 

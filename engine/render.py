@@ -70,16 +70,12 @@ def escape_attribute(text: str) -> str:
     return _escaped(text, _ATTRIBUTE_ESCAPES)
 
 
-def _fail(where: str, exc: Exception) -> OrderError:
-    return OrderError(f"{where}: {exc}", field=where)
-
-
 def _value(fn: Callable, ctx: dict[str, Any], where: str) -> Any:
     """``fn(ctx)``, its failure an OrderError naming the element (``Order/Debtor/Name: …``)."""
     try:
         return fn(ctx)
     except EvaluationError as exc:
-        raise _fail(where, exc) from None
+        raise OrderError(f"{where}: {exc}", field=where) from None
 
 
 def _plain(spec: Element) -> bool:

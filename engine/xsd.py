@@ -36,8 +36,7 @@ class Validator:
     def problems(self, element: etree._Element) -> list[str]:
         if self.schema is None or self.schema.validate(element):
             return []
-        return [f"{e.path.lstrip('/')}: {_short(e.message)}" for e in self.schema.error_log] or [
-            f"{element.tag}: not valid (the XSD gave no reason)"]
+        return [f"{e.path.lstrip('/')}: {_short(e.message)}" for e in self.schema.error_log]
 
     def check(self, element: etree._Element) -> None:
         problems = self.problems(element)

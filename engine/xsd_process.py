@@ -93,7 +93,7 @@ class XsdChecker:
             self._proc.stdin.write(b"".join(frame))
             self._proc.stdin.flush()
         except OSError:
-            self._stop()
+            self._end(kill=True)  # gone or confused: from now on every check is done here
 
     def result(self) -> list[OrderError | None]:
         """The refusal of each text of the oldest outstanding batch, or None where it passes."""
@@ -103,7 +103,7 @@ class XsdChecker:
                 answers = self._answer(len(texts))
                 return [None if a is None else OrderError(a[0], field=a[1]) for a in answers]
             except HelperStopped:
-                self._stop()
+                self._end(kill=True)
         return [self._check_here(text) for text in texts]
 
     def close(self) -> None:
@@ -127,10 +127,6 @@ class XsdChecker:
         except OrderError as exc:
             return exc
         return None
-
-    def _stop(self) -> None:
-        """The helper is gone or confused: end it; from now on every check is done here."""
-        self._end(kill=True)
 
     def _end(self, kill: bool) -> None:
         proc, self._proc = self._proc, None
