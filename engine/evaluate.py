@@ -22,7 +22,11 @@ def value(expr, ctx: dict[str, Any], what: str) -> Any:
 
 
 def amount(expr, ctx: dict[str, Any], what: str) -> Decimal:
-    result = value(expr, ctx, what)
+    return as_amount(value(expr, ctx, what), what)
+
+
+def as_amount(result: Any, what: str) -> Decimal:
+    """``result`` as a Decimal amount; anything else is the record's fault, named by field."""
     try:
         return money.to_decimal(result, what)
     except (TypeError, ValueError) as exc:

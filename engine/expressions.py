@@ -539,6 +539,22 @@ class InlineCode:
             return None
         return code
 
+    def value(self, expression: "Expression", ctx: str) -> str | None:
+        """A Python expression computing ``expression``'s value from ``ctx``, as its fast path
+        does, or None where only its own function can. The value may be Jinja's Undefined
+        (a filter such as ``attr()`` returns one): the caller then calls the function too."""
+        self._gen.ctx = ctx
+        try:
+            parser = Parser(ENV, expression.source, state="variable")
+            node = parser.parse_expression()
+            if not parser.stream.eos:
+                return None
+            code = self._gen.expr(node)
+            compile(code, "<expression>", "eval")
+        except Exception:  # noqa: BLE001 - _Unsupported, SyntaxError, or anything the generator did not foresee
+            return None
+        return code
+
     def writes_plain_number(self, template: "Template") -> bool:
         """Whether the template is one number filter, ``{{ x | money }}``: its text is a plain
         number (:data:`PLAIN_NUMBER_FILTERS`), or it fails."""

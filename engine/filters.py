@@ -69,8 +69,10 @@ def normalise_email(value: object) -> str:
 
 def fold_name(value: object) -> str:
     """Case-folded, accents stripped, spaces collapsed: for 'materially different' names."""
-    text = unicodedata.normalize("NFKD", "" if value is None else str(value))
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = "" if value is None else str(value)
+    if not text.isascii():  # ASCII has no accents to strip, and NFKD leaves it as it is
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
     return _SPACES.sub(" ", text).strip().casefold()
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import evaluate, money
+from . import money
 from .errors import OrderError
+from .evaluate import as_amount
 from .expressions import allow_fields
 from .money import ZERO
 
@@ -65,21 +66,18 @@ allow_fields(Invoice, ("description", "date", "payment_code", "currency", "lines
                       "total_incl", "flags"))
 
 
-_eval, _amount, _text = evaluate.value, evaluate.amount, evaluate.text
-
-
 def _euro(value: Decimal) -> str:
     return f"€{money.plain(value)}"
 
 
-def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Invoice:
-    """Compute the invoice for one record. ``vat_classes(rate, date) -> (class, flag)``."""
-    include = bool(_eval(spec["prices_include_vat"], ctx, "invoice.prices_include_vat"))
-    date = _text(spec["date"], ctx, "invoice.date")
-    rows_spec = spec["lines"]
-    items = _eval(rows_spec["each"], ctx, "invoice.lines.each")
+def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) -> Invoice:
+    """Compute the invoice for one record. ``code``: the spec's values as generated functions
+    (engine/stages.py, ``InvoiceCode``); ``vat_classes(rate, date) -> (class, flag)``."""
+    include, date, items = code.head(ctx)
+    include = bool(include)
     if not items:
         raise OrderError("the order has no rows (invoice.lines.each is empty)", field="invoice.lines.each")
+    rows_spec = spec["lines"]
     name = rows_spec["as"]
     basis_incl = spec["allocation_basis"] == "incl"
 
@@ -93,15 +91,11 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
     lines: list[Line] = []
     weights: dict[Decimal, Decimal] = {}
     row_ctx = dict(ctx)
-    amount_of, rate_of, quantity_of = rows_spec["amount"], rows_spec["rate"], rows_spec["quantity"]
-    description_of, code_of = rows_spec["description"], rows_spec["article_code"]
+    row_values = code.row
     for item in items:
         row_ctx[name] = item
-        amount = money.round_cents(_amount(amount_of, row_ctx, "invoice.lines.amount"))
-        rate = _amount(rate_of, row_ctx, "invoice.lines.rate")
-        line = Line("row", _text(description_of, row_ctx, "invoice.lines.description"),
-                    _text(code_of, row_ctx, "invoice.lines.article_code"),
-                    _amount(quantity_of, row_ctx, "invoice.lines.quantity"), rate)
+        amount, rate, description, article_code, quantity = row_values(row_ctx)
+        line = Line("row", description, article_code, quantity, rate)
         line.incl = amount  # the charged amount, on whichever side; settled in _settle_vat
         lines.append(line)
         weights[rate] = weights.get(rate, ZERO) + to_basis(amount, rate)
@@ -110,32 +104,31 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
     rates = sorted(weights, reverse=True)
     # A declared surcharge rate books charges and discounts at that one rate, as the shop
     # charged them, instead of splitting them pro rata (bookkeeping 6.1, the alternative).
-    fixed = spec.get("surcharge_rate")
-    fixed_rate = None if fixed is None else _eval(fixed, ctx, "invoice.surcharge_rate")
-    if fixed_rate is not None:
-        fixed_rate = money.to_decimal(fixed_rate, "invoice.surcharge_rate")
+    fixed_rate = None if code.surcharge_rate is None else code.surcharge_rate(ctx)
+    if fixed_rate is not None:  # a rate that is no number quarantines the order, like any amount
+        fixed_rate = as_amount(fixed_rate, "invoice.surcharge_rate")
 
     def split(amount: Decimal, base: dict[Decimal, Decimal]) -> list[tuple[Decimal, Decimal]]:
         if fixed_rate is not None:
             return [(fixed_rate, amount)]
         return list(zip(rates, money.allocate(amount, [base.get(r, ZERO) for r in rates], rates)))
 
-    for i, term in enumerate(spec["charges"]):
-        amount = money.round_cents(_amount(term.amount, ctx, f"invoice.charges[{i}].amount"))
+    for amount_of, label_of in code.charges:
+        amount = money.round_cents(amount_of(ctx))
         if amount == 0:
             continue
-        label = _text(term.label, ctx, f"invoice.charges[{i}].label")
+        label = label_of(ctx)
         for rate, part in split(amount, weights):
             if part != 0:
                 line = Line("charge", label, "", Decimal(1), rate)
                 line.incl = part
                 lines.append(line)
     # Discounts: split over goods and charges, one negative line per rate.
-    for i, term in enumerate(spec["discounts"]):
-        amount = money.round_cents(_amount(term.amount, ctx, f"invoice.discounts[{i}].amount"))
+    for amount_of, label_of in code.discounts:
+        amount = money.round_cents(amount_of(ctx))
         if amount == 0:
             continue
-        label = _text(term.label, ctx, f"invoice.discounts[{i}].label")
+        label = label_of(ctx)
         base = _goods_weights(lines, to_basis, kinds=("row", "charge"))
         for rate, part in split(amount, base):
             if part != 0:
@@ -148,7 +141,7 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
     total_vat = sum((l.vat for l in lines), ZERO)
     total_incl = sum((l.incl for l in lines), ZERO)
 
-    charged = money.round_cents(_amount(spec["total"], ctx, "invoice.total"))
+    charged = money.round_cents(code.total(ctx))
     diff = charged - total_incl
     flags: list[str] = []
     if diff != 0:
@@ -157,29 +150,32 @@ def build_invoice(spec: dict[str, Any], ctx: dict[str, Any], vat_classes) -> Inv
             raise OrderError(f"lines {_euro(total_incl)}, charged {_euro(charged)}, difference {_euro(abs(diff))} "
                              f"exceeds tolerance {_euro(tolerance)}", field="invoice.total")
         rl = spec["rounding_line"]
-        line = Line("rounding", _text(rl["label"], ctx, "invoice.rounding_line.label"), "", Decimal(1),
+        line = Line("rounding", code.rounding_label(ctx), "", Decimal(1),
                     rl["rate"], excl=diff, vat=ZERO, incl=diff, vat_class=rl["vat_class"])
         lines.append(line)
         total_excl += diff
         total_incl += diff
 
+    classes: dict[Decimal, tuple[str, str | None]] = {}  # one order, one date: a rate's class is the same
     for line in lines:
         if line.kind != "rounding":
-            line.vat_class, flag = vat_classes(line.rate, date)
+            found = classes.get(line.rate)
+            if found is None:
+                found = classes[line.rate] = vat_classes(line.rate, date)
+            line.vat_class, flag = found
             if flag and flag not in flags:
                 flags.append(flag)
 
-    if spec["reported_vat"] is not None:
-        shop_vat = money.round_cents(_amount(spec["reported_vat"], ctx, "invoice.reported_vat"))
+    if code.reported_vat is not None:
+        shop_vat = money.round_cents(code.reported_vat(ctx))
         if shop_vat != total_vat:
             flags.append(f"booked VAT {_euro(total_vat)} differs from the shop's {_euro(shop_vat)} "
                          f"(reported, not quarantined)")
 
+    description, payment_code, currency = code.tail(ctx)
     return Invoice(
-        description=_text(spec["description"], ctx, "invoice.description"),
-        date=date,
-        payment_code=_text(spec["payment_code"], ctx, "invoice.payment_code"),
-        currency=str(_eval(spec["currency"], ctx, "invoice.currency")) if spec["currency"] is not None else "EUR",
+        description=description, date=date, payment_code=payment_code,
+        currency="EUR" if spec["currency"] is None else str(currency),
         lines=lines, total_excl=total_excl, total_vat=total_vat, total_incl=total_incl, flags=flags,
     )
 

@@ -21,6 +21,7 @@ from .expressions import EvaluationError
 from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
 from .render import writer
+from .stages import compile_stages
 from .xsd import Validator
 from .xsd_process import XsdChecker
 from .sources.fixtures import BrokenRecord
@@ -64,6 +65,7 @@ class Converter:
         self.validator = validator or Validator(mapping.xsd_path)
         self._write = None
         self._check_later = False  # convert_all has the XSD check done in its helper process
+        self._stages = compile_stages(mapping)
         if mapping.record_element is not None:
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 
@@ -92,25 +94,14 @@ class Converter:
 
     def _convert(self, record, ctx, shop_id: str, number: str) -> Outcome:
         m = self.mapping
-        for i, cond in enumerate(m.where):
-            if not self._eval(cond, ctx, f"where[{i}]"):
-                return Excluded(shop_id, number, cond.source)
-        for name, expr in m.let:
-            ctx[name] = self._eval(expr, ctx, f"let.{name}")
-        for check in m.checks:
-            if check.when is not None and not self._eval(check.when, ctx, f"checks '{check.name}' when"):
-                continue
-            if not self._eval(check.expect, ctx, f"checks '{check.name}'"):
-                raise OrderError(self._text(check.message, ctx, f"checks '{check.name}' message"),
-                                 field=f"checks '{check.name}'")
+        stages = self._stages
         flags: list[str] = []
-        for i, flag in enumerate(m.flags):
-            if self._eval(flag.when, ctx, f"flags[{i}].when"):
-                flags.append(self._text(flag.message, ctx, f"flags[{i}].message"))
+        excluded = stages.prelude(ctx, flags)  # where, let, checks, flags
+        if excluded >= 0:
+            return Excluded(shop_id, number, m.where[excluded].source)
 
-        key = self._eval(m.customer_key, ctx, "customer.key")
+        key, name = stages.customer(ctx)
         key = "" if key is None else str(key)
-        name = self._text(m.customer_name, ctx, "customer.name")
         if key:
             proposed = self._eval(m.customer_number, ctx, "customer.number")
             if proposed in (None, "") and m.customer_fallback is not None:
@@ -129,17 +120,11 @@ class Converter:
                              field="customer.key")
         ctx["customer"] = {"key": key, "number": debtor, "name": name}
 
-        invoice = build_invoice(m.invoice, ctx, lambda rate, day: self._vat_class(rate, day, ctx))
+        invoice = build_invoice(m.invoice, stages.invoice, ctx, lambda rate, day: self._vat_class(rate, day, ctx))
         flags.extend(invoice.flags)
         ctx["invoice"] = invoice
 
-        created = self._eval(m.record_created, ctx, "record.created")
-        preview = []
-        for col in m.columns:
-            if col.amount is not None:
-                preview.append(Decimal(self._eval(col.amount, ctx, f"preview '{col.title}'")))
-            else:
-                preview.append(self._text(col.text, ctx, f"preview '{col.title}'"))
+        created, preview = stages.outcome(ctx)
         xml = None
         if self._write is not None:
             texts: list[str] = []
