@@ -150,7 +150,18 @@ class _WriterCode:
         self.emit(depth, "except _Exc:")
         self.emit(depth + 1, f"{var} = _value({fn}, {ctx}, {where!r})")
         if not (self.numbers_are_clean and self.code.writes_plain_number(template)):
-            self.emit(depth, f"{var} = {clean}({var})")
+            self.emit(depth, f"{var} = {self.cleaned(var, clean)}")
+
+    def cleaned(self, var: str, clean: str) -> str:
+        """``clean(var)``; inline, when the text is printable ASCII without ``& < >``: no
+        replacement can match it then (none is ASCII), nothing is stripped out or escaped,
+        and cleaning leaves the text stripped of surrounding spaces."""
+        if not self.numbers_are_clean:  # an ASCII replacement: every text goes through the table
+            return f"{clean}({var})"
+        plain = f"{var}.isascii() and {var}.isprintable()"
+        if clean == "_clean":
+            plain += f" and '&' not in {var} and '<' not in {var} and '>' not in {var}"
+        return f"{var}.strip() if {plain} else {clean}({var})"
 
     def element(self, spec: Element, where: str, level: int, ctx: str, parts: str | None, depth: int) -> None:
         """Emit the code writing ``spec`` into the list ``parts`` (None: a text of its own into ``out``)."""
