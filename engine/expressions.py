@@ -334,6 +334,27 @@ def _h_binop(operator: str, left: Any, right: Any) -> Any:
     return ENV.call_binop(None, operator, left, right)
 
 
+def _summed_key(func: Any, node) -> str | None:
+    """``key`` if ``node`` is Jinja's ``x | sum(attribute='key')`` with a plain key (no dots, not
+    a number, which Jinja would take as a path or an index)."""
+    if (func is not jinja2.filters.sync_do_sum or node.args or len(node.kwargs) != 1
+            or node.kwargs[0].key != "attribute" or type(node.kwargs[0].value) is not nodes.Const):
+        return None
+    key = node.kwargs[0].value.value
+    return key if type(key) is str and key and "." not in key and not key.isdigit() else None
+
+
+def _h_sum_key(items: Any, key: str) -> Any:
+    """``items | sum(attribute=key)`` where every item is a dict holding ``key``: what Jinja
+    sums (each ``item[key]``, from 0), without a sandbox call per item; anything else gives up."""
+    values = []
+    for item in items:
+        if type(item) is not dict or key not in item:
+            raise _GiveUp
+        values.append(item[key])
+    return sum(values, 0)
+
+
 def _h_text(value: Any) -> str:
     """What ``{{ value }}`` writes: str(finalize(value))."""
     return str(_finalize(value))
@@ -341,7 +362,7 @@ def _h_text(value: Any) -> str:
 
 _HELPERS = {"__builtins__": {}, "type": type, "_ga": _h_getattr, "_gi": _h_getitem, "_call": _h_call, "_text": _h_text,
             "_str": str, "_dict": dict, "_Exc": Exception, "_binop": _h_binop,
-            "isinstance": isinstance}
+            "isinstance": isinstance, "_sum_key": _h_sum_key}
 _COMPARE_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in",
                 "notin": "not in"}
 _BINARY_OPS = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/", nodes.FloorDiv: "//",
@@ -429,6 +450,14 @@ class _Gen:
             if (node.dyn_args is not None or node.dyn_kwargs is not None
                     or any(k.key in _CALL_INTERNAL_KWARGS for k in node.kwargs)):
                 raise _Unsupported("call")
+            if (type(node.node) is nodes.Getattr and node.node.attr == "get" and node.node.ctx == "load"
+                    and not node.kwargs and 1 <= len(node.args) <= 2):
+                # a table lookup, tables.codes.get(key, default): dict.get on a dict without a
+                # key "get" (a key would come first), else the sandbox's attribute and call
+                tmp = self.temp()
+                args = ", ".join(self.expr(a) for a in node.args)
+                return (f"({tmp}.get({args}) if type({tmp} := {self.expr(node.node.node)}) is _dict "
+                        f"and 'get' not in {tmp} else _call(_ga({tmp}, 'get'), {args}))")
             return f"_call({self.args(self.expr(node.node), node)})"
         raise _Unsupported(t.__name__)
 
@@ -439,6 +468,9 @@ class _Gen:
     def apply(self, func: Any, node) -> str:
         if func is None or node.dyn_args is not None or node.dyn_kwargs is not None:
             raise _Unsupported(node.name)
+        key = _summed_key(func, node)
+        if key is not None:
+            return f"_sum_key({self.expr(node.node)}, {self.const(key)})"
         if any(not k.key.isidentifier() for k in node.kwargs):
             raise _Unsupported(node.name)
         pass_arg = _PassArg.from_obj(func)

@@ -113,6 +113,18 @@ DIFF_EXPRESSIONS = [
     "invoice.total_incl", "invoice.lines[0].excl", "(invoice.lines[0].excl)", "invoice['currency']",
     "line.unit_price_excl", "(line.unit_price_excl)", "invoice.__init__", "(invoice.__init__)", "line.__slots__",
     "invoice.lines | sum(attribute='incl')", "'{0.__init__.__globals__}'.format(invoice)",
+    # sum(attribute=...) of dicts is generated code of its own (_h_sum_key): every way out of it
+    "record.items | sum(attribute='price')", "record.items | sum(attribute='price') + 1",
+    "record.items | sum(attribute='sku')", "record.items | sum(attribute='nope')", "record.a.c | sum(attribute='x')",
+    "record.items | sum(attribute='0')", "record.items | sum(attribute='price.x')", "record.missing | sum(attribute='qty')",
+    "record.items | sum(attribute='qty', start=10)", "record.empty | sum(attribute='qty')", "record.a | sum(attribute='b')",
+    "record.name | sum(attribute='qty')", "[record.a, record.a] | sum(attribute='b')", "[] | sum(attribute='b')",
+    "[record.a, none] | sum(attribute='b')", "record.items | sum(attribute='__class__')",
+    # dict.get is generated code of its own: a key "get" comes first, other objects go through the sandbox
+    "tables.t.get('x')", "tables.t.get('nope')", "tables.t.get('nope', record.name)", "tables.t.get()",
+    "tables.t.get('x', 1, 2)", "record.get('update')", "record.customer.get('__init__')", "record.name.get('x')",
+    "record.items.get(0)", "record.missing.get('x')", "invoice.get('currency')", "{'get': 5}.get('x')",
+    "tables.vat.get(record.status | string, 'none')",
 ]
 
 DIFF_TEMPLATES = [
