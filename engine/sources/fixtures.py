@@ -38,9 +38,10 @@ def _read(path: str) -> bytes:
 
 
 class FixtureSource:
-    def __init__(self, directory: str | Path, id_of=None):
+    def __init__(self, directory: str | Path, id_of=None, decode=None):
         self.directory = Path(directory)
         self.id_of = id_of or (lambda record: str(record.get("id")))
+        self.decode = decode or jsondecode.loads  # the mapping's projected decoder (engine/projection.py)
         if not self.directory.is_dir():
             raise SourceError(f"fixture directory not found: {directory}",)
 
@@ -59,7 +60,7 @@ class FixtureSource:
         for name in names:
             path = os.path.join(directory, name)  # a str: a Path per file costs more than reading it
             try:
-                data = jsondecode.loads(_read(path))
+                data = self.decode(_read(path))
             except jsondecode.JSONDecodeError as exc:
                 yield BrokenRecord(name, f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
                 continue

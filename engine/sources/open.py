@@ -39,7 +39,9 @@ def http_errors() -> tuple[type[BaseException], ...]:
 def open_source(mapping, fixtures: str | Path | None = None):
     """A source with ``records(window)`` and ``lookup(id)``."""
     if fixtures is not None:
-        return FixtureSource(fixtures, id_of=lambda record: str(mapping.record_id({"record": record})))
+        from ..projection import decoder
+        return FixtureSource(fixtures, id_of=lambda record: str(mapping.record_id({"record": record})),
+                             decode=decoder(mapping))
     config = mapping.source_config()
     if not config.get("http"):
         raise MappingError("this mapping declares no source.http: give --fixtures DIR", file=str(mapping.file))
