@@ -548,6 +548,7 @@ class InlineCode:
     def __init__(self):
         self._gen = _Gen()
         self.ns = self._gen.ns
+        self.ns["_Undef"] = Undefined
         self._bodies: dict[str, list[nodes.Node]] = {}  # Jinja's parse of each template, once
 
     def const(self, value: Any) -> str:
@@ -586,6 +587,23 @@ class InlineCode:
         except Exception:  # noqa: BLE001 - _Unsupported, SyntaxError, or anything the generator did not foresee
             return None
         return code
+
+    def assignment(self, var: str, compiled: "Expression | Template", ctx: str, where: str,
+                   inline: bool = True) -> list[str]:
+        """Lines of Python giving ``var`` the value (an Expression) or text (a Template) of
+        ``compiled`` in the context named ``ctx``: its inlined code, and where that raises (or
+        an expression's gives Jinja's Undefined) or none could be generated, its own function,
+        called as ``_value(fn, ctx, where)`` (which the caller's namespace must hold)."""
+        fn = self.const(compiled._fn)  # noqa: SLF001
+        called = f"{var} = _value({fn}, {ctx}, {where!r})"
+        if not inline:
+            return [called]
+        is_template = isinstance(compiled, Template)
+        code = self.text(compiled, ctx) if is_template else self.value(compiled, ctx)
+        if code is None:
+            return [called]
+        check = [] if is_template else [f"    if isinstance({var}, _Undef): raise _Exc"]
+        return ["try:", f"    {var} = {code}", *check, "except _Exc:", f"    {called}"]
 
     def writes_plain_number(self, template: "Template") -> bool:
         """Whether the template is one number filter, ``{{ x | money }}``: its text is a plain

@@ -140,15 +140,8 @@ class _WriterCode:
 
     def text(self, template, ctx: str, where: str, var: str, depth: int, clean: str = "_clean") -> None:
         """Emit ``var = cleaned text of template``."""
-        fn = self.const(template._fn)  # noqa: SLF001
-        code = self.code.text(template, ctx) if self.inline else None
-        if code is None:
-            self.emit(depth, f"{var} = {clean}(_value({fn}, {ctx}, {where!r}))")
-            return
-        self.emit(depth, "try:")
-        self.emit(depth + 1, f"{var} = {code}")
-        self.emit(depth, "except _Exc:")
-        self.emit(depth + 1, f"{var} = _value({fn}, {ctx}, {where!r})")
+        for line in self.code.assignment(var, template, ctx, where, self.inline):
+            self.emit(depth, line)
         if not (self.numbers_are_clean and self.code.writes_plain_number(template)):
             self.emit(depth, f"{var} = {self.cleaned(var, clean)}")
 

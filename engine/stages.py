@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-from jinja2 import Undefined
-
 from .errors import MappingError, OrderError
 from .evaluate import as_amount
 from .expressions import Expression, InlineCode, Template
@@ -67,7 +65,7 @@ class _StageWriter:
         self.code = InlineCode()
         self.inline = inline
         self.ns = self.code.ns
-        self.ns.update({"_value": _value, "_as_amount": as_amount, "_Decimal": Decimal, "_Undef": Undefined,
+        self.ns.update({"_value": _value, "_as_amount": as_amount, "_Decimal": Decimal,
                         "_OrderError": OrderError, "_round_cents": round_cents, "int": int})
         self.lines: list[str] = []
         self.n = 0
@@ -81,16 +79,8 @@ class _StageWriter:
 
     def value(self, var: str, expr: Expression, what: str, depth: int, amount: bool = False) -> None:
         """Emit ``var = value of expr`` (``amount``: as a Decimal, as evaluate.amount)."""
-        fn = self.code.const(expr._fn)  # noqa: SLF001
-        code = self.code.value(expr, "c") if self.inline else None
-        if code is None:
-            self.emit(depth, f"{var} = _value({fn}, c, {what!r})")
-        else:
-            self.emit(depth, "try:")
-            self.emit(depth + 1, f"{var} = {code}")
-            self.emit(depth + 1, f"if isinstance({var}, _Undef): raise _Exc")
-            self.emit(depth, "except _Exc:")
-            self.emit(depth + 1, f"{var} = _value({fn}, c, {what!r})")
+        for line in self.code.assignment(var, expr, "c", what, self.inline):
+            self.emit(depth, line)
         if amount:
             self.emit(depth, f"if type({var}) is not _Decimal: {var} = _Decimal({var}) if type({var}) is int "
                              f"else _as_amount({var}, {what!r})")
@@ -103,15 +93,8 @@ class _StageWriter:
         if tmpl.constant is not None:
             self.emit(depth, f"{var} = {self.code.const(tmpl.constant)}")
             return
-        fn = self.code.const(tmpl._fn)  # noqa: SLF001
-        code = self.code.text(tmpl, "c") if self.inline else None
-        if code is None:
-            self.emit(depth, f"{var} = _value({fn}, c, {what!r})")
-            return
-        self.emit(depth, "try:")
-        self.emit(depth + 1, f"{var} = {code}")
-        self.emit(depth, "except _Exc:")
-        self.emit(depth + 1, f"{var} = _value({fn}, c, {what!r})")
+        for line in self.code.assignment(var, tmpl, "c", what, self.inline):
+            self.emit(depth, line)
 
     def function(self, signature: str, write: Callable[[], str]) -> str:
         """Emit ``def name(signature):`` with the body ``write`` emits; returns the name."""
