@@ -347,6 +347,8 @@ def _summed_key(func: Any, node) -> str | None:
 def _h_sum_key(items: Any, key: str) -> Any:
     """``items | sum(attribute=key)`` where every item is a dict holding ``key``: what Jinja
     sums (each ``item[key]``, from 0), without a sandbox call per item; anything else gives up."""
+    if type(items) is not list and type(items) is not tuple:
+        raise _GiveUp  # before reading from it: a generator is Jinja's to read
     values = []
     for item in items:
         if type(item) is not dict or key not in item:
@@ -594,16 +596,18 @@ class InlineCode:
         ``compiled`` in the context named ``ctx``: its inlined code, and where that raises (or
         an expression's gives Jinja's Undefined) or none could be generated, its own function,
         called as ``_value(fn, ctx, where)`` (which the caller's namespace must hold)."""
-        fn = self.const(compiled._fn)  # noqa: SLF001
-        called = f"{var} = _value({fn}, {ctx}, {where!r})"
-        if not inline:
-            return [called]
+        own = compiled._fn  # noqa: SLF001
         is_template = isinstance(compiled, Template)
-        code = self.text(compiled, ctx) if is_template else self.value(compiled, ctx)
+        code = None
+        if inline:
+            code = self.text(compiled, ctx) if is_template else self.value(compiled, ctx)
         if code is None:
-            return [called]
+            return [f"{var} = _value({self.const(own)}, {ctx}, {where!r})"]
+        # where the inlined code gave up, so would the same code in the template's function: its
+        # Jinja is called straight away (a generator in the context is not read from twice)
+        jinja = self.const(getattr(own, "jinja", own))
         check = [] if is_template else [f"    if isinstance({var}, _Undef): raise _Exc"]
-        return ["try:", f"    {var} = {code}", *check, "except _Exc:", f"    {called}"]
+        return ["try:", f"    {var} = {code}", *check, "except _Exc:", f"    {var} = _value({jinja}, {ctx}, {where!r})"]
 
     def writes_plain_number(self, template: "Template") -> bool:
         """Whether the template is one number filter, ``{{ x | money }}``: its text is a plain
@@ -666,7 +670,10 @@ def _fast_or_jinja(fast: Callable, jinja: Callable[[str], Callable], source: str
     code could be generated, Jinja compiled now (its errors are then load errors)."""
     slow = _compiled_on_first_use(jinja, source)
     fn = fast(source, slow)
-    return fn if fn is not slow else jinja(source)
+    if fn is slow:
+        return jinja(source)
+    fn.jinja = slow  # what code inlining this one's calls when it gives up (InlineCode.assignment)
+    return fn
 
 
 def _compiled_on_first_use(compile_: Callable[[str], Callable], source: str) -> Callable[[Mapping[str, Any]], Any]:

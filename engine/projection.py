@@ -17,7 +17,10 @@ a name bound twice to different things, an API destination (its bodies see the c
 The record then holds exactly the keys a template could see; values are the same objects
 a full decode gives. When the typed decode refuses the document (a value of another type
 than the shape expects, malformed JSON, invalid UTF-8 anywhere), the full decoder decides,
-so errors and odd records are exactly as before.
+so errors and odd records are exactly as before. One difference is deliberate: a number
+that no Python value can hold (an int of more than 4,300 digits, an exponent of 19 digits)
+in a field the mapping never reads is skipped, so that order converts; decoded in full, the
+whole file is refused. Finding such numbers first cost more than a third of decoding.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class _Analysis:
         self.paths: list[tuple[str, ...]] = []  # every record path read whole
         self.aliases: dict[str, set[tuple[str, ...]]] = {ROOT: {()}}  # name -> the record paths bound to it
         self.bound: set[int] = set()  # the expressions that bind a name to a record path (read through it)
+        self.reached: list[tuple[str, ...]] = []  # the record paths bound to names: they must exist
 
     def shape(self) -> dict | None:
         m = self.m
@@ -119,6 +123,12 @@ class _Analysis:
                 node = node.setdefault(step, {})
             else:
                 node[path[-1]] = WHOLE
+        for path in self.reached:  # a bound value exists even if nothing is read through its name
+            node = tree
+            for step in path:
+                if node.get(step) is WHOLE:
+                    break
+                node = node.setdefault(step, {})
         if any(_EACH in node and len(node) > 1 for node in _subtrees(tree)):
             raise _CannotFollow  # a value read both as a list and as an object
         return tree
@@ -131,7 +141,9 @@ class _Analysis:
         paths = self.path_of(_parse_expression(expr.source))
         if paths:
             self.bound.add(id(expr))  # what is read through the name is kept, not the whole value
-            self.aliases.setdefault(name, set()).update(p + (_EACH,) if each else p for p in paths)
+            targets = [p + (_EACH,) if each else p for p in paths]
+            self.reached.extend(targets)
+            self.aliases.setdefault(name, set()).update(targets)
         else:
             self.aliases.setdefault(name, set())
 
@@ -154,6 +166,10 @@ class _Analysis:
                 if not bases:
                     return None
                 rest = tuple(reversed(steps))
+                for i, step in enumerate(rest):
+                    if step in _DICT_ATTRIBUTES:  # x.get, x.values: the method (if no such key) reads all of x
+                        rest = rest[:i]
+                        break
                 return [base + rest for base in bases]
             else:
                 return None
@@ -213,6 +229,11 @@ class _Analysis:
         return type(node) is nodes.Name and bool(self.aliases.get(node.name))
 
 
+#: Names that, on a dict without such a key, are the dict's own attributes (a.b tries the key
+#: first, then the attribute; a['b'] too): a path through one reaches the whole dict.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 def _attribute(node: nodes.Filter) -> str | None:
     """``key`` of ``sum(attribute='key')`` / ``map(attribute='key')`` (a plain key only)."""
     if node.args or len(node.kwargs) != 1 or node.dyn_args is not None or node.dyn_kwargs is not None:
@@ -221,7 +242,9 @@ def _attribute(node: nodes.Filter) -> str | None:
     if kw.key != "attribute" or type(kw.value) is not nodes.Const:
         return None
     key = kw.value.value
-    return key if type(key) is str and key and "." not in key and not key.isdigit() else None
+    if type(key) is not str or not key or "." in key or key.isdigit() or key in _DICT_ATTRIBUTES:
+        return None
+    return key
 
 
 def _parse_expression(source: str) -> nodes.Node:

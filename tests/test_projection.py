@@ -173,3 +173,65 @@ def _pruned(full, projected):
     if isinstance(projected, list) and isinstance(full, list):
         return [_pruned(f, p) for f, p in zip(full, projected)]
     return full
+
+
+# ---------------------------------------------------------------- found in review
+
+def _order(**change) -> bytes:
+    order = json.loads((FIXTURES / "01_ideal_21_registered.json").read_text())
+    return json.dumps({**order, **change}).encode()
+
+
+def _element(m, **spec):
+    """``m`` with one more element in the record, built from ``spec`` (no XSD check)."""
+    from engine.mapping import Element
+    el = Element(name="X", attributes=[], text=compile_template(spec.pop("text", "x")), children=[], **spec)
+    record = dataclasses.replace(m.record_element, children=list(m.record_element.children) + [el])
+    return dataclasses.replace(m, record_element=record, xsd_path=None)
+
+
+@pytest.mark.parametrize("build", [
+    lambda m: _with(m, unused="record.ordernotes"),
+    lambda m: _element(m, bindings=[("w", compile_expression("record.ordernotes"))]),
+    lambda m: _element(m, for_each=compile_expression("record.tags"), item_name="it"),
+    lambda m: _element(m, for_each=compile_expression("record.tags"), item_name="it", text="{{ it.n }}"),
+    lambda m: dataclasses.replace(m, invoice={**m.invoice, "lines": {
+        **m.invoice["lines"], "each": compile_expression("record.tags"), "amount": compile_expression("1"),
+        "rate": compile_expression("21"), "quantity": compile_expression("1"),
+        "description": compile_template("x"), "article_code": compile_template("y")}}),
+])
+def test_a_value_bound_to_a_name_exists_even_when_nothing_reads_it(build):
+    m = build(load_mapping(MAPPING))
+    for data in (_order(tags=[{"n": 1}, {"n": 2}]), _order(tags=["a"]), _order(tags={"n": 1}), _order()):
+        got, want = _both(m, data)
+        assert got == want
+
+
+@pytest.mark.parametrize("template", [
+    "{% set f = record.customer.get %}{{ f('phone_number') }}",
+    "{% set k = record.customer.keys %}{{ k() | list | length }}",
+    "{{ record.customer['values']() | list | length }}",
+    "{{ (record.orderrows | map(attribute='values') | first)() | list | length }}",
+])
+def test_a_dict_method_reached_through_a_path_sees_the_whole_dict(template):
+    m = load_mapping(MAPPING)
+    m = dataclasses.replace(m, flags=[Flag(compile_expression("true"), compile_template(template))])
+    got, want = _both(m, _order(customer={**json.loads(_order())["customer"], "phone_number": "06"}))
+    assert got == want and got[0] == "converted"
+
+
+def test_an_unread_number_no_python_value_holds_is_skipped(tmp_path):
+    """The one deliberate difference: decoded in full, the whole file is refused."""
+    data = _order(junk=0).replace(b'"junk": 0', b'"junk": ' + b"9" * 4400)
+    (tmp_path / "a.json").write_bytes(data)
+    m = load_mapping(MAPPING)
+    [projected] = FixtureSource(tmp_path, decode=decoder(m)).records()
+    [full] = FixtureSource(tmp_path).records()
+    assert isinstance(projected, dict) and "junk" not in projected
+    assert "4300" in full.reason
+
+
+def test_an_exponent_no_decimal_holds_makes_a_broken_record_not_a_crash(tmp_path):
+    (tmp_path / "a.json").write_bytes(b'{"id": 1, "total_price": 1e9999999999999999999}')
+    [record] = FixtureSource(tmp_path).records()
+    assert "a number too large" in record.reason

@@ -214,3 +214,16 @@ def test_a_surcharge_rate_that_is_no_number_quarantines_the_order():
     got = _outcome(Converter(m), RECORDS[0])
     assert got == ("quarantined", str(RECORDS[0]["id"]), RECORDS[0]["ordernumber_full"],
                    "invoice.surcharge_rate: invoice.surcharge_rate is 'ZOMER10', not a number", "invoice.surcharge_rate")
+
+
+def test_a_generator_in_the_context_is_read_as_the_reference_reads_it():
+    """Where the inlined code gives up, Jinja runs, not the same code a second time."""
+    m = load_mapping(MAPPING)
+    m = dataclasses.replace(m, let=list(m.let) + [("g", compile_expression("record.orderrows | selectattr('id')"))],
+                            checks=[Check("c", None, compile_expression("(g | first).special != 7"),
+                                          compile_template("special"))])
+    record = copy.deepcopy(RECORDS[0])
+    record["orderrows"] = [dict(record["orderrows"][0], id=i) for i in (1, 2, 3)]
+    record["orderrows"][2]["special"] = 7
+    fast, reference = _pair(m)
+    assert _outcome(fast, record) == _outcome(reference, record)

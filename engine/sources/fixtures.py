@@ -67,8 +67,10 @@ class FixtureSource:
             except (OSError, UnicodeDecodeError) as exc:
                 yield BrokenRecord(name, f"{path}: cannot be read: {exc}")
                 continue
-            except (ValueError, RecursionError) as exc:  # an int over 4,300 digits, nesting too deep
-                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            except (ValueError, ArithmeticError, RecursionError) as exc:  # an int over 4,300 digits, an
+                # exponent no Decimal holds (1e9999999999999999999), nesting too deep
+                reason = ("nested too deeply" if isinstance(exc, RecursionError)
+                          else "a number too large" if isinstance(exc, ArithmeticError) else str(exc))
                 yield BrokenRecord(name, f"{path}: not valid JSON: {reason}")
                 continue
             if not isinstance(data, dict):
