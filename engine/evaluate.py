@@ -21,6 +21,14 @@ def value(expr, ctx: dict[str, Any], what: str) -> Any:
         raise OrderError(f"{what}: {exc}", field=what) from None
 
 
+def call(fn, ctx: dict[str, Any], what: str) -> Any:
+    """``fn(ctx)`` of a compiled function (generated code calls them so), failures named as in :func:`value`."""
+    try:
+        return fn(ctx)
+    except EvaluationError as exc:
+        raise OrderError(f"{what}: {exc}", field=what) from None
+
+
 def amount(expr, ctx: dict[str, Any], what: str) -> Decimal:
     return as_amount(value(expr, ctx, what), what)
 

@@ -516,14 +516,29 @@ class _Gen:
         return self.ns["_fast"]
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_expression(source: str) -> nodes.Expr | None:
+    """Jinja's parse tree of an expression, or None when text follows it ("a b": Jinja refuses
+    the rest); raises TemplateSyntaxError. Parsed once for every reader (the fast path, the
+    stages, the writer, the record shape): the trees are read, never changed."""
+    parser = Parser(ENV, source, state="variable")
+    node = parser.parse_expression()
+    return node if parser.stream.eos else None
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_template(source: str) -> list[nodes.Node]:
+    """Jinja's parse tree of a template's body, as :func:`parse_expression`."""
+    return ENV.parse(source).body
+
+
 def _fast_expression(source: str, slow: Callable) -> Callable:
     """``slow`` (Jinja) made fast: generated Python when every node is covered, else ``slow``."""
     try:
-        gen = _Gen()
-        parser = Parser(ENV, source, state="variable")
-        node = parser.parse_expression()
-        if not parser.stream.eos:  # "a b": Jinja refuses the rest ("chunk after expression")
+        node = parse_expression(source)
+        if node is None:
             return slow
+        gen = _Gen()
         return gen.function(gen.expr(node), slow)
     except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
@@ -532,7 +547,7 @@ def _fast_expression(source: str, slow: Callable) -> Callable:
 def _fast_template(source: str, slow: Callable) -> Callable:
     try:
         gen = _Gen()
-        return gen.function(gen.output(ENV.parse(source).body), slow)
+        return gen.function(gen.output(parse_template(source)), slow)
     except Exception:  # noqa: BLE001 - _Unsupported, or anything the generator did not foresee
         return slow
 
@@ -551,24 +566,17 @@ class InlineCode:
         self._gen = _Gen()
         self.ns = self._gen.ns
         self.ns["_Undef"] = Undefined
-        self._bodies: dict[str, list[nodes.Node]] = {}  # Jinja's parse of each template, once
 
     def const(self, value: Any) -> str:
         """A global name in :attr:`ns` holding ``value``."""
         return self._gen.const(value)
-
-    def _body(self, template: "Template") -> list[nodes.Node]:
-        body = self._bodies.get(template.source)
-        if body is None:
-            body = self._bodies[template.source] = ENV.parse(template.source).body
-        return body
 
     def text(self, template: "Template", ctx: str) -> str | None:
         if template.constant is not None:
             return None
         self._gen.ctx = ctx
         try:
-            code = self._gen.output(self._body(template))
+            code = self._gen.output(parse_template(template.source))
             compile(code, "<template>", "eval")  # Python's own limits: a keyword argument `in=`, deep nesting
         except Exception:  # noqa: BLE001 - _Unsupported, SyntaxError, or anything the generator did not foresee
             return None
@@ -580,9 +588,8 @@ class InlineCode:
         (a filter such as ``attr()`` returns one): the caller then calls the function too."""
         self._gen.ctx = ctx
         try:
-            parser = Parser(ENV, expression.source, state="variable")
-            node = parser.parse_expression()
-            if not parser.stream.eos:
+            node = parse_expression(expression.source)
+            if node is None:
                 return None
             code = self._gen.expr(node)
             compile(code, "<expression>", "eval")
@@ -614,7 +621,7 @@ class InlineCode:
         number (:data:`PLAIN_NUMBER_FILTERS`), or it fails."""
         if template.constant is not None:
             return False
-        body = self._body(template)
+        body = parse_template(template.source)
         if len(body) != 1 or type(body[0]) is not nodes.Output or len(body[0].nodes) != 1:
             return False
         node = body[0].nodes[0]

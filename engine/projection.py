@@ -30,10 +30,9 @@ from typing import Any, Callable, Iterator, Optional, TypedDict
 
 import msgspec
 from jinja2 import nodes
-from jinja2.parser import Parser
 
 from . import jsondecode
-from .expressions import ENV, Expression, Template
+from .expressions import Expression, Template, parse_expression, parse_template
 from .mapping import Element, Mapping_
 
 ROOT = "record"
@@ -115,20 +114,11 @@ class _Analysis:
         for path in self.paths:
             if not path:
                 return None  # the record itself, whole
-            node = tree
-            for step in path[:-1]:
-                sub = node.get(step)
-                if sub is WHOLE:
-                    break
-                node = node.setdefault(step, {})
-            else:
-                node[path[-1]] = WHOLE
+            parent = _reach(tree, path[:-1])
+            if parent is not None:
+                parent[path[-1]] = WHOLE
         for path in self.reached:  # a bound value exists even if nothing is read through its name
-            node = tree
-            for step in path:
-                if node.get(step) is WHOLE:
-                    break
-                node = node.setdefault(step, {})
+            _reach(tree, path)
         if any(_EACH in node and len(node) > 1 for node in _subtrees(tree)):
             raise _CannotFollow  # a value read both as a list and as an object
         return tree
@@ -182,10 +172,11 @@ class _Analysis:
             if compiled.constant is not None:
                 return
             try:
-                body = ENV.parse(compiled.source)
+                body = parse_template(compiled.source)
             except Exception:  # noqa: BLE001 - it loaded, so it parses; if not, follow nothing
                 raise _CannotFollow from None
-            self.visit(body)
+            for node in body:
+                self.visit(node)
         else:
             self.visit(_parse_expression(compiled.source))
 
@@ -249,12 +240,21 @@ def _attribute(node: nodes.Filter) -> str | None:
 
 def _parse_expression(source: str) -> nodes.Node:
     try:
-        parser = Parser(ENV, source, state="variable")
-        node = parser.parse_expression()
+        node = parse_expression(source)
     except Exception:  # noqa: BLE001
         raise _CannotFollow from None
-    if not parser.stream.eos:
+    if node is None:
         raise _CannotFollow
+    return node
+
+
+def _reach(tree: dict, steps: tuple[str, ...]) -> dict | None:
+    """The node of ``tree`` at ``steps``, made where missing; None if a value on the way is whole."""
+    node = tree
+    for step in steps:
+        node = node.setdefault(step, {})
+        if node is WHOLE:
+            return None
     return node
 
 

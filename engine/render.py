@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import MappingError, OrderError
-from .expressions import EvaluationError, InlineCode
+from .errors import MappingError
+from .evaluate import call
+from .expressions import InlineCode
 from .filters import replaces_only_non_ascii, xml_cleaner
 from .mapping import Element
 
@@ -70,14 +71,6 @@ def escape_attribute(text: str) -> str:
     return _escaped(text, _ATTRIBUTE_ESCAPES)
 
 
-def _value(fn: Callable, ctx: dict[str, Any], where: str) -> Any:
-    """``fn(ctx)``, its failure an OrderError naming the element (``Order/Debtor/Name: …``)."""
-    try:
-        return fn(ctx)
-    except EvaluationError as exc:
-        raise OrderError(f"{where}: {exc}", field=where) from None
-
-
 def _plain(spec: Element) -> bool:
     return (spec.text is not None and not spec.children and not spec.attributes and not spec.bindings
             and spec.when is None and spec.for_each is None)
@@ -113,7 +106,7 @@ class _WriterCode:
         self.clean = xml_cleaner(replacements, escape_text)
         self.clean_plain = xml_cleaner(replacements)
         self.ns = self.code.ns
-        self.ns.update({"_value": _value, "_clean": self.clean, "_clean_plain": self.clean_plain,
+        self.ns.update({"_value": call, "_clean": self.clean, "_clean_plain": self.clean_plain,
                         "_escape_attribute": escape_attribute, "_len": len, "_join": "".join})
         # cleaning leaves a plain number as it is unless a replacement could match in it
         self.numbers_are_clean = replaces_only_non_ascii(replacements)

@@ -17,11 +17,10 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from .errors import MappingError, OrderError
-from .evaluate import as_amount
+from .evaluate import as_amount, call
 from .expressions import Expression, InlineCode, Template
 from .mapping import Mapping_
 from .money import round_cents
-from .render import _value
 
 
 @dataclass
@@ -65,8 +64,8 @@ class _StageWriter:
         self.code = InlineCode()
         self.inline = inline
         self.ns = self.code.ns
-        self.ns.update({"_value": _value, "_as_amount": as_amount, "_Decimal": Decimal,
-                        "_OrderError": OrderError, "_round_cents": round_cents, "int": int})
+        self.ns.update({"_value": call, "_as_amount": as_amount, "_Decimal": Decimal,
+                        "_OrderError": OrderError, "_round_cents": round_cents})
         self.lines: list[str] = []
         self.n = 0
 
@@ -82,8 +81,7 @@ class _StageWriter:
         for line in self.code.assignment(var, expr, "c", what, self.inline):
             self.emit(depth, line)
         if amount:
-            self.emit(depth, f"if type({var}) is not _Decimal: {var} = _Decimal({var}) if type({var}) is int "
-                             f"else _as_amount({var}, {what!r})")
+            self.emit(depth, f"if type({var}) is not _Decimal: {var} = _as_amount({var}, {what!r})")
 
     def text(self, var: str, tmpl: Template | None, what: str, depth: int) -> None:
         """Emit ``var = text of tmpl`` (as evaluate.text: '' for no template)."""
@@ -147,20 +145,13 @@ class _StageWriter:
         }
         source = "\n".join(self.lines) + "\n"
         exec(compile(source, f"<stages of {m.name}>", "exec"), self.ns)  # noqa: S102 - generated from the mapping
-        ns = self.ns
 
-        def fn(name):
-            return None if name is None else ns[name]
+        def fn(name):  # the generated function of that name (None: none was needed)
+            return None if name is None else self.ns[name]
 
-        code = InvoiceCode(
-            head=ns[invoice["head"]], row=ns[invoice["row"]],
-            charges=[(fn(a), fn(b)) for a, b in invoice["charges"]],
-            discounts=[(fn(a), fn(b)) for a, b in invoice["discounts"]],
-            surcharge_rate=fn(invoice["surcharge_rate"]), total=ns[invoice["total"]],
-            rounding_label=fn(invoice["rounding_label"]), reported_vat=fn(invoice["reported_vat"]),
-            tail=ns[invoice["tail"]])
-        return StageCode(prelude=ns[names["prelude"]], customer=ns[names["customer"]], invoice=code,
-                         outcome=ns[names["outcome"]])
+        invoice = {k: [(fn(a), fn(b)) for a, b in v] if k in ("charges", "discounts") else fn(v)
+                   for k, v in invoice.items()}
+        return StageCode(**{k: fn(v) for k, v in names.items()}, invoice=InvoiceCode(**invoice))
 
     def values(self, *specs: tuple[str, Any, str]) -> str:
         """Emit each value in order; the tuple of them. A value of no expression is None."""
