@@ -34,3 +34,58 @@ def _no_ambient_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("MAPPER_DEBTOR_KEY", "test-register-key-0123456789")
     monkeypatch.setenv("MAPPER_STATE", str(tmp_path / "default-state.sqlite"))
     monkeypatch.setenv("MAPPER_REPORTS", str(tmp_path / "reports"))
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# Tests that need PostgreSQL use the real server (127.0.0.1:5432 on this project's machines;
+# MAPPER_TEST_POSTGRES names another): one fresh database per test session, dropped at its
+# end, and one fresh schema per test inside it.
+
+def _pg_admin_url() -> str:
+    return os.environ.get("MAPPER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """The libpq URL of a database of this test session's own."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"mapper_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = _pg_admin_url()
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed for this test and is not reachable at "
+                    f"{urlsplit(admin).hostname}: {exc}; start it (see .ci/run)")
+    parts = urlsplit(admin)
+    yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    """A URL whose connections see a fresh, empty schema of this test's own."""
+    import secrets
+
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``sqlite_only`` (it looks at SQLite's file itself) runs with the SQLite
+    back-end only: its PostgreSQL variant is deselected, not skipped."""
+    keep = [i for i in items if not (i.get_closest_marker("sqlite_only")
+                                     and getattr(i, "callspec", None)
+                                     and i.callspec.params.get("db") == "postgresql")]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

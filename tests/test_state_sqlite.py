@@ -1,4 +1,9 @@
-"""The SQLite state store, on real database files, with real child processes for crashes."""
+"""The state store contract, on both back-ends: SQLite on real database files and PostgreSQL
+on the real server (a fresh schema per test), with real child processes for crashes.
+
+Every test runs on both unless it is marked ``sqlite_only`` (it looks at SQLite's file, lock
+file or schema directly); PostgreSQL's own checks are in ``test_state_postgres.py``.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +38,13 @@ def ref(i: int, day: int = 1) -> OrderRef:
     return OrderRef(str(i), str(10000 + i), date(2025, 2, day))
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path: Path):
+    """Where the state lives: a SQLite file path, or a PostgreSQL URL (a fresh schema)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return tmp_path / "state" / "state.sqlite"
+
 
 
 @pytest.fixture
@@ -71,6 +80,7 @@ def sigkill(proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------------------- opening
 
 
+@pytest.mark.sqlite_only
 def test_open_creates_private_wal_database_with_current_schema(db: Path, store: StateStore):
     assert isinstance(store, SQLiteStateStore) and store.readonly is False
     assert db.exists() and oct(db.stat().st_mode & 0o777) == "0o600"
@@ -88,8 +98,9 @@ def test_open_state_urls(tmp_path: Path, monkeypatch):
         assert s.location == str(p)
     with open_state(f"sqlite:////{str(p).lstrip('/')}") as s:
         assert s.location == str(p)
-    with pytest.raises(StateError, match="PostgreSQL state backend is not available yet"):
-        open_state("postgresql://user:pw@host/db")
+    with pytest.raises(StateError, match="cannot connect to the state database") as err:
+        open_state("postgresql://user:s3cr3t-pw@127.0.0.1:1/db?connect_timeout=2")
+    assert "s3cr3t" not in str(err.value) and "postgresql://user@127.0.0.1:1/db" in str(err.value)
     with pytest.raises(StateError, match="unsupported state store"):
         open_state("mysql://host/db")
     assert issubclass(StateError, MapperError)
@@ -120,6 +131,7 @@ def test_not_a_state_database(tmp_path: Path):
         open_state(other)
 
 
+@pytest.mark.sqlite_only
 def test_newer_schema_is_refused(db: Path, store: StateStore):
     store.close()
     raw = sqlite3.connect(db)
@@ -133,6 +145,7 @@ def test_newer_schema_is_refused(db: Path, store: StateStore):
             in str(err.value)
 
 
+@pytest.mark.sqlite_only
 def test_upgrade_from_v1_keeps_data(db: Path):
     old = SQLiteStateStore(db, schema_version=1)
     assert old.schema_version() == 1
@@ -407,6 +420,7 @@ def test_debtor_register(store: StateStore):
 # --------------------------------------------------------------------------- run lock
 
 
+@pytest.mark.sqlite_only
 def test_run_lock_in_process(db: Path, store: StateStore):
     with store.run_lock(M, wait_seconds=0) as info:
         assert info.pid == os.getpid()
@@ -459,6 +473,7 @@ def test_readonly_missing_file_is_empty_and_creates_nothing(tmp_path: Path):
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.mark.sqlite_only
 def test_readonly_refuses_every_write(db: Path, store: StateStore):
     store.create_batch(M, "b1", "one.xml", [ref(1)])
     store.mark_delivered("b1", "c", T0)
@@ -495,6 +510,7 @@ def test_readonly_refuses_every_write(db: Path, store: StateStore):
 # --------------------------------------------------------------------------- minimal data
 
 
+@pytest.mark.sqlite_only
 def test_database_holds_no_personal_text(db: Path):
     email = "Jan.deVries@Example.NL"
     with open_state(db) as s:

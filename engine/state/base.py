@@ -488,10 +488,11 @@ def open_state(url_or_path: str | os.PathLike | None = None, *,
                readonly: bool = False) -> StateStore:
     """Open the state store named by a path or URL (None/empty: :func:`default_state_path`).
 
-    ``PATH`` or ``sqlite:///PATH`` -> SQLite. ``postgresql://...`` -> not available yet.
+    ``PATH`` or ``sqlite:///PATH`` -> SQLite; ``postgresql://...`` -> PostgreSQL.
     """
     if url_or_path is None or str(url_or_path).strip() == "":
-        target: str = str(default_state_path())
+        from_env = os.environ.get("MAPPER_STATE", "").strip()
+        target: str = from_env if "://" in from_env else str(default_state_path())
     else:
         target = os.fspath(url_or_path).strip()
     scheme = urlsplit(target).scheme.lower() if "://" in target or target.startswith("sqlite:") \
@@ -501,10 +502,10 @@ def open_state(url_or_path: str | os.PathLike | None = None, *,
     elif scheme == "sqlite":
         path = _sqlite_path(target)
     elif scheme.split("+")[0] in ("postgresql", "postgres"):
-        raise StateError("the PostgreSQL state backend is not available yet; "
-                         "use a SQLite file (a path or sqlite:///path)")
+        from engine.state.postgres import PostgresStateStore
+        return PostgresStateStore(target, readonly=readonly)
     else:
         raise StateError(f"unsupported state store {scheme + '://'!r}; "
-                         "use a file path or sqlite:///path")
+                         "use a file path, sqlite:///path or postgresql://…")
     from engine.state.sqlite import SQLiteStateStore
     return SQLiteStateStore(path, readonly=readonly)

@@ -80,6 +80,9 @@ def lock_path_for(db_path: Path, mapping: str) -> Path:
 
 
 class SQLiteStateStore(StateStore):
+    #: what the database raises when a unique index refuses a row (PostgreSQL's store differs)
+    _integrity_error: type[Exception] = sqlite3.IntegrityError
+
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
                  busy_timeout: float = 15.0, schema_version: int | None = None):
         """``schema_version`` stops migrating at that version (for tests of upgrades)."""
@@ -249,9 +252,8 @@ class SQLiteStateStore(StateStore):
     def begin_run(self, mapping: str, started_at: datetime, mode: str) -> int:
         check_mapping(mapping)
         with self._write("record a run") as db:
-            cur = db.execute("INSERT INTO runs (mapping, mode, started_at) VALUES (?, ?, ?)",
-                             (mapping, str(mode), utc_text(started_at)))
-            return int(cur.lastrowid)
+            return int(db.execute("INSERT INTO runs (mapping, mode, started_at) VALUES (?, ?, ?) "
+                                  "RETURNING id", (mapping, str(mode), utc_text(started_at))).fetchone()[0])
 
     def finish_run(self, run_id: int, outcome: str, counts: Mapping[str, int],
                    report_path: str | None = None, finished_at: datetime | None = None) -> None:
@@ -333,7 +335,7 @@ class SQLiteStateStore(StateStore):
                     "live) VALUES (?, ?, ?, ?, ?, 1)",
                     [(batch_id, mapping, o.shop_id, o.number, o.order_date.isoformat())
                      for o in refs])
-            except sqlite3.IntegrityError:     # the unique index: a race the check missed
+            except self._integrity_error:     # the unique index: a race the check missed
                 raise BatchConflict(mapping, batch_id, {"?": "another batch"}) from None
             return self._one_batch(db, batch_id)
 
@@ -419,9 +421,9 @@ class SQLiteStateStore(StateStore):
             db.execute(
                 "INSERT INTO quarantine (mapping, shop_id, number, reason, status, attempts, "
                 "first_seen, last_seen) VALUES (?, ?, ?, ?, 'open', 1, ?, ?) "
-                "ON CONFLICT (mapping, shop_id) DO UPDATE SET attempts = attempts + 1, "
+                "ON CONFLICT (mapping, shop_id) DO UPDATE SET attempts = quarantine.attempts + 1, "
                 "reason = excluded.reason, last_seen = excluded.last_seen, "
-                "number = COALESCE(excluded.number, number)",
+                "number = COALESCE(excluded.number, quarantine.number)",
                 (mapping, sid, None if number is None else str(number), clean_reason(reason),
                  when, when))
             return self._q(db.execute(f"SELECT {self._Q_COLS} FROM quarantine "
@@ -558,7 +560,8 @@ class SQLiteStateStore(StateStore):
                                         (mapping, h)).fetchone()[0] for h in entries}
             if sequence_at_least is not None:
                 db.execute("INSERT INTO sequences (mapping, name, value) VALUES (?, ?, ?) "
-                           "ON CONFLICT (mapping, name) DO UPDATE SET value = MAX(value, excluded.value)",
+                           "ON CONFLICT (mapping, name) DO UPDATE SET value = "
+                           "CASE WHEN excluded.value > sequences.value THEN excluded.value ELSE sequences.value END",
                            (mapping, DEBTOR_SEQUENCE, int(sequence_at_least)))
             return registered
 
