@@ -530,6 +530,167 @@ def debtors_import(mapping: Path = MappingArg,
         typer.echo(f"  line {line}: {why}")
 
 
+# --------------------------------------------------------------------------- hosted mode (many shops)
+
+db_app = typer.Typer(help="Hosted mode's database (MAPPER_DATABASE).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(db_app, name="db")
+shops_app = typer.Typer(help="Hosted mode: the shops one provider serves (MAPPER_DATABASE, MAPPER_MASTER_KEY).",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(shops_app, name="shops")
+ShopArg = typer.Argument(..., metavar="SHOP", help="The shop's id, as `mapper shops list` shows it.")
+
+
+def _hosted():
+    """Settings, store and registry of hosted mode; configuration errors exit 2."""
+    import contextlib
+    from engine.errors import MapperError
+
+    @contextlib.contextmanager
+    def cm():
+        from engine.hosted.shops import ShopRegistry
+        from engine.hosted.worker import HostedSettings
+        from engine.state import open_state
+        try:
+            settings = HostedSettings.from_env()
+            with open_state(settings.database) as store:
+                yield settings, ShopRegistry(store)
+        except MapperError as exc:
+            _fail(exc)
+    return cm()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema: mapper's tables and the job queue's (procrastinate)."""
+    from engine.hosted.queue_schema import apply_queue_schema
+    with _hosted() as (settings, registry):
+        version = registry.store.schema_version()
+        applied = apply_queue_schema(registry.store, settings.database)
+    typer.echo(f"mapper schema v{version}; job queue: {applied}")
+
+
+@shops_app.command("add")
+def shops_add(name: str = typer.Argument(..., metavar="NAME", help="The shop's name, as the operator knows it."),
+              api_root: str = typer.Option(..., "--api-root", metavar="URL", help="The shop's address, https://…"),
+              plan: str = typer.Option("plus", metavar="basis|plus", help="basis: 250 invoices a year; plus: unlimited."),
+              licence_code: Optional[str] = typer.Option(None, "--licence-code", metavar="CODE"),
+              contact: Optional[str] = typer.Option(None, metavar="NAME"),
+              email: Optional[str] = typer.Option(None, metavar="ADDRESS")) -> None:
+    """Register a shop; its API key pair comes from CCVSHOP_PUBLIC_KEY and CCVSHOP_SECRET_KEY."""
+    import os
+    from engine.clock import now
+    from engine.errors import MapperError
+    with _hosted() as (_, registry):
+        try:
+            shop = registry.add(name, api_root, plan=plan, licence_code=licence_code, contact_name=contact,
+                                contact_email=email, now=now(),
+                                ccv_public=os.environ.get("CCVSHOP_PUBLIC_KEY", ""),
+                                ccv_secret=os.environ.get("CCVSHOP_SECRET_KEY", ""))
+        except MapperError as exc:
+            _fail(exc)
+    typer.echo(f"added {shop.name} ({shop.plan}), daily run at {shop.run_time} Europe/Amsterdam, "
+               f"first run {shop.next_run_at:%Y-%m-%d %H:%M} UTC")
+    typer.echo(shop.id)
+
+
+@shops_app.command("list")
+def shops_list(as_json: bool = typer.Option(False, "--json", help="A JSON array, one object per shop.")) -> None:
+    """Every shop: id, name, status, plan, last run, open quarantine."""
+    import json
+    from engine.hosted.runs import ShopState
+    with _hosted() as (settings, registry):
+        name = _mapping_name(Path(settings.mapping))
+        rows = []
+        for shop in registry.all():
+            state = ShopState(registry.store, shop.id)
+            runs = state.last_runs(name, limit=1)
+            row = registry.describe(shop)
+            row["last_run"] = ({"outcome": runs[0].outcome, "started_at": runs[0].started_at.isoformat()}
+                               if runs else None)
+            row["open_quarantine"] = len(state.open_quarantine(name))
+            rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no shops yet: `mapper shops add NAME --api-root URL`")
+    for r in rows:
+        last = f"{r['last_run']['outcome']} {r['last_run']['started_at'][:16]}" if r["last_run"] else "never run"
+        trouble = f", {r['failures']} failure(s) in a row: {r['last_error']}" if r["failures"] else ""
+        typer.echo(f"{r['id']}  {r['status']:<8} {r['plan']:<5}  {r['name']}  (last run: {last}; "
+                   f"quarantine {r['open_quarantine']}; next {r['next_run_at'] or '-'}{trouble})")
+
+
+@shops_app.command("run")
+def shops_run(shop: Optional[str] = typer.Argument(None, metavar="SHOP", help="A shop's id (or --all)."),
+              all_shops: bool = typer.Option(False, "--all", help="Every active shop."),
+              since: Optional[str] = typer.Option(None, metavar="YYYY-MM-DD", help="Back-fill from this creation date."),
+              until: Optional[str] = typer.Option(None, metavar="YYYY-MM-DD", help="Back-fill up to this date.")) -> None:
+    """Enqueue a shop's run now (a worker takes it); with --since a back-fill."""
+    from engine.hosted.worker import enqueue_run
+    _day(since, "--since"), _day(until, "--until")
+    if until and not since:
+        typer.echo("error: --until needs --since", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if bool(shop) == all_shops:
+        typer.echo("error: name one SHOP or give --all", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    with _hosted() as (settings, registry):
+        ids = [s.id for s in registry.all() if s.status == "active"] if all_shops else [registry.get(shop).id]
+        if not all_shops and registry.get(shop).status != "active":
+            typer.echo(f"error: shop {shop} is {registry.get(shop).status}; `mapper shops enable {shop}` first", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+    for shop_id in ids:
+        fresh = enqueue_run(settings, shop_id, since, until)
+        typer.echo(f"{shop_id}: {'enqueued' if fresh else 'a run is already waiting'}")
+
+
+def _shop_status(shop_id: str, status: str, reason: Optional[str]) -> None:
+    from engine.clock import now
+    from engine.errors import MapperError
+    with _hosted() as (_, registry):
+        try:
+            shop = registry.set_status(shop_id, status, now(), reason)
+        except MapperError as exc:
+            _fail(exc)
+    typer.echo(f"{shop.id} ({shop.name}) is {shop.status}")
+
+
+@shops_app.command("disable")
+def shops_disable(shop: str = ShopArg, reason: Optional[str] = typer.Option(None, metavar="TEXT")) -> None:
+    """Stop a shop's runs (its state and keys are kept); `enable` resumes."""
+    _shop_status(shop, "disabled", reason)
+
+
+@shops_app.command("enable")
+def shops_enable(shop: str = ShopArg) -> None:
+    """Resume a disabled shop."""
+    _shop_status(shop, "active", None)
+
+
+@shops_app.command("remove")
+def shops_remove(shop: str = ShopArg) -> None:
+    """Stop serving a shop at once: its keys are deleted; order numbers and dates stay for audit."""
+    from engine.clock import now
+    with _hosted() as (_, registry):
+        removed = registry.remove(shop, now())
+    typer.echo(f"{removed.id} ({removed.name}) removed: keys deleted, audit rows kept")
+
+
+@app.command()
+def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="Shops run at once in this process."),
+           until_idle: bool = typer.Option(False, "--until-idle", help="Exit once nothing is due or waiting.")) -> None:
+    """Hosted mode: run the shops' jobs from the queue (MAPPER_DATABASE), one process per core."""
+    import logging
+    from engine.errors import MapperError
+    from engine.hosted.worker import HostedSettings, run_worker
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_worker(HostedSettings.from_env(), concurrency=concurrency, until_idle=until_idle)
+    except MapperError as exc:
+        _fail(exc)
+
+
 def _atomic(target: Path):
     """Write to a temporary file beside ``target`` and rename it into place on success."""
     import contextlib

@@ -58,3 +58,13 @@ class SourceError(MapperError):
 
 class DeliveryError(MapperError):
     """The destination could not take the document."""
+
+
+class ConfigError(MapperError):
+    """The environment or the command line is wrong (a missing or malformed setting)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        self.message, self.hint = message, hint
+        super().__init__(f"{message} ({hint})" if hint else message)

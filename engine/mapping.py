@@ -7,6 +7,7 @@ with its line, not the nightly run.
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -357,3 +358,21 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)
     return mapping
+
+
+def reread_sections(m: Mapping_, environ: Mapping[str, str], sections: tuple[str, ...]) -> Mapping_:
+    """The compiled mapping with its run-time sections (``source``, ``destination``: read as
+    configuration when a run starts, never compiled) read again under ``environ``.
+
+    Hosted mode compiles a mapping once and binds each shop's URL and keys this way: the file
+    is parsed again (milliseconds), nothing is compiled again.
+    """
+    text = m.file.read_text(encoding="utf-8")
+    located = _load_located(m.file, m.located.file, text, environ, ())
+    raw = dict(m.raw)
+    for section in sections:
+        if section in located.data:
+            raw[section] = located.data[section]
+        else:
+            raw.pop(section, None)
+    return dataclasses.replace(m, raw=raw, located=located)

@@ -89,3 +89,21 @@ def pytest_collection_modifyitems(config, items):
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
+
+
+@pytest.fixture
+def pg_fresh_database(pg_database):
+    """A URL of an empty database of this test's own (hosted mode: its tables and the job
+    queue's, which a schema of its own would not keep apart)."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"{pg_database.rsplit('/', 1)[1]}_{secrets.token_hex(3)}"
+    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(pg_database)
+    yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,147 @@
+"""Hosted mode end to end: `mapper db upgrade`, `mapper shops …` and `mapper worker`, against
+PostgreSQL and one CCV Shop simulator per shop (each its own key pair), through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from simulators.ccvshop import CCVShopSimulator
+from simulators.ccvshop_data import load_fixture_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "ccvshop"
+MASTER = "test-master-key-" + "x" * 32
+
+
+def hosted_env(tmp: Path, database: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCVSHOP_", "MAPPER_", "ASPERION_"))}
+    env.update(MAPPER_DATABASE=database, MAPPER_MASTER_KEY=MASTER, MAPPER_OUTBOX=str(tmp / "outboxes"),
+               MAPPER_NOW="2026-11-26T21:00:00Z", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+def mapper(env: dict[str, str], *args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=300, input=stdin)
+    if ok:
+        assert proc.returncode == 0, f"mapper {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def shops():
+    sims = {}
+    for name in ("alpha", "beta"):
+        sim = CCVShopSimulator(load_fixture_dir(FIXTURES), keys={f"{name}-pub": f"{name}-secret-key"})
+        sim.start()
+        sims[name] = sim
+    yield sims
+    for sim in sims.values():
+        sim.stop()
+
+
+def delivered_numbers(outbox: Path) -> list[str]:
+    import re
+    numbers = []
+    for f in sorted(outbox.glob("*.xml")):
+        numbers += re.findall(r"Bestelling (\S+)", f.read_text("utf-8"))
+    return numbers
+
+
+def test_many_shops_run_on_workers_each_exactly_once(pg_fresh_database, shops, tmp_path):
+    env = hosted_env(tmp_path, pg_fresh_database)
+    out = mapper(env, "db", "upgrade").stdout
+    assert "procrastinate" in out and "applied" in out
+    assert "already applied" in mapper(env, "db", "upgrade").stdout          # a second upgrade is harmless
+
+    ids = {}
+    for name, sim in shops.items():
+        keys = {"CCVSHOP_PUBLIC_KEY": f"{name}-pub", "CCVSHOP_SECRET_KEY": f"{name}-secret-key"}
+        added = mapper({**env, **keys}, "shops", "add", f"Shop {name}", "--api-root", sim.url,
+                       "--plan", "basis" if name == "alpha" else "plus", "--licence-code", f"LIC-{name}")
+        ids[name] = added.stdout.strip().splitlines()[-1]
+    # a shop whose keys the shop does not know: its runs fail, the others' do not
+    bad = mapper({**env, "CCVSHOP_PUBLIC_KEY": "revoked", "CCVSHOP_SECRET_KEY": "revoked-secret"},
+                 "shops", "add", "Shop revoked", "--api-root", shops["alpha"].url)
+    ids["revoked"] = bad.stdout.strip().splitlines()[-1]
+
+    listed = json.loads(mapper(env, "shops", "list", "--json").stdout)
+    assert {s["id"]: (s["status"], s["plan"]) for s in listed} == {
+        ids["alpha"]: ("active", "basis"), ids["beta"]: ("active", "plus"), ids["revoked"]: ("active", "plus")}
+
+    # no secret in clear anywhere in the database
+    with psycopg.connect(pg_fresh_database) as conn:
+        dump = json.dumps(conn.execute("SELECT * FROM shops").fetchall(), default=str)
+    for secret in ("alpha-secret-key", "beta-secret-key", "revoked-secret", "LIC-alpha", "LIC-beta"):
+        assert secret not in dump
+
+    assert "enqueued" in mapper(env, "shops", "run", "--all", "--since", "2020-01-01").stdout
+    assert "already waiting" in mapper(env, "shops", "run", ids["alpha"], "--since", "2020-01-01").stdout
+    worker = mapper(env, "worker", "--until-idle", "--concurrency", "2")
+    assert "revoked-secret" not in worker.stdout + worker.stderr
+
+    outboxes = tmp_path / "outboxes"
+    alpha, beta = delivered_numbers(outboxes / ids["alpha"]), delivered_numbers(outboxes / ids["beta"])
+    assert alpha and sorted(alpha) == sorted(beta) and len(set(alpha)) == len(alpha)
+    assert not (outboxes / ids["revoked"]).exists() or not list((outboxes / ids["revoked"]).glob("*.xml"))
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[ids["revoked"]]["failures"] == 1 and listed[ids["revoked"]]["last_error"]
+    assert listed[ids["alpha"]]["failures"] == 0 and listed[ids["alpha"]]["last_run"]["outcome"] in ("ok", "quarantined")
+
+    # again: nothing goes out twice
+    mapper(env, "shops", "run", "--all", "--since", "2020-01-01")
+    mapper(env, "worker", "--until-idle")
+    assert sorted(delivered_numbers(outboxes / ids["alpha"])) == sorted(alpha)
+    assert sorted(delivered_numbers(outboxes / ids["beta"])) == sorted(beta)
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[ids["revoked"]]["failures"] == 2                     # and it keeps being reported
+
+    # removing a shop deletes its keys at once and keeps its audit rows
+    assert "removed" in mapper(env, "shops", "remove", ids["beta"]).stdout
+    refused = mapper(env, "shops", "run", ids["beta"], ok=False)
+    assert refused.returncode == 2 and "removed" in refused.stderr
+    with psycopg.connect(pg_fresh_database) as conn:
+        assert conn.execute("SELECT secrets FROM shops WHERE id = %s", (ids["beta"],)).fetchone() == (None,)
+        audit = conn.execute("SELECT COUNT(*) FROM batch_orders WHERE mapping LIKE %s",
+                             (ids["beta"] + "/%",)).fetchone()[0]
+    assert audit == len(beta)
+
+
+def test_the_tick_runs_due_shops_and_a_wrong_master_key_is_refused(pg_fresh_database, shops, tmp_path):
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    keys = {"CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"}
+    shop = mapper({**env, **keys}, "shops", "add", "Shop alpha", "--api-root", shops["alpha"].url).stdout.split()[-1]
+    mapper(env, "worker", "--until-idle")                      # not due yet: nothing runs
+    assert not (tmp_path / "outboxes" / shop).exists()
+
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE shops SET next_run_at = '2026-11-26T20:00:00.000000Z' WHERE id = %s", (shop,))
+    wrong = mapper({**env, "MAPPER_MASTER_KEY": "another-master-key-" + "y" * 30}, "worker", "--until-idle")
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert "another MAPPER_MASTER_KEY" in listed[shop]["last_error"]
+    assert "alpha-secret" not in wrong.stdout + wrong.stderr
+
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE shops SET next_run_at = '2026-11-26T20:00:00.000000Z' WHERE id = %s", (shop,))
+    mapper(env, "worker", "--until-idle")
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[shop]["failures"] == 0 and listed[shop]["next_run_at"] > "2026-11-26T21:00"
+
+
+def test_hosted_commands_need_the_database_and_the_master_key(tmp_path):
+    env = hosted_env(tmp_path, "")
+    missing = mapper(env, "shops", "list", ok=False)
+    assert missing.returncode == 2 and "MAPPER_DATABASE" in missing.stderr
+    unreachable = mapper({**env, "MAPPER_DATABASE": "postgresql://mapper:pw-XYZ@127.0.0.1:1/none"},
+                         "shops", "list", ok=False)
+    assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
+    assert "pw-XYZ" not in unreachable.stderr + unreachable.stdout
