@@ -7,7 +7,7 @@
 CREATE TABLE shops (
     id               TEXT PRIMARY KEY,          -- short, stable, shown to the operator
     name             TEXT NOT NULL,
-    api_root         TEXT NOT NULL,             -- https://shop.example.nl
+    api_root         TEXT NOT NULL,             -- the shop's own address (https)
     status           TEXT NOT NULL CHECK (status IN ('active', 'disabled', 'removed')),
     plan             TEXT NOT NULL CHECK (plan IN ('basis', 'plus')),
     destination      TEXT NOT NULL CHECK (destination IN ('outbox', 'api')),
