@@ -145,3 +145,73 @@ def test_hosted_commands_need_the_database_and_the_master_key(tmp_path):
                          "shops", "list", ok=False)
     assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
     assert "pw-XYZ" not in unreachable.stderr + unreachable.stdout
+
+
+def _jobs(database: str, status: str) -> int:
+    with psycopg.connect(database) as conn:
+        return conn.execute("SELECT COUNT(*) FROM procrastinate_jobs WHERE status = %s", (status,)).fetchone()[0]
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_leaves_no_lock(pg_fresh_database, shops, tmp_path):
+    import signal
+    import time
+
+    env = hosted_env(tmp_path, pg_fresh_database, MAPPER_WORKER_STALLED_AFTER="3")
+    mapper(env, "db", "upgrade")
+    keys = {"CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"}
+    shop = mapper({**env, **keys}, "shops", "add", "Shop alpha", "--api-root", shops["alpha"].url).stdout.split()[-1]
+    shops["alpha"].inject("slow", delay=0.3, path_contains="orderrows")     # a run of a few seconds
+    mapper(env, "shops", "run", shop, "--since", "2020-01-01")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while _jobs(pg_fresh_database, "doing") == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)                               # inside the run: some rows fetched
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert _jobs(pg_fresh_database, "doing") == 1     # left behind by the dead worker
+    shops["alpha"].clear_faults()
+
+    mapper(env, "worker", "--until-idle")             # waits for it to stall, then runs it again
+    assert _jobs(pg_fresh_database, "doing") == 0 and _jobs(pg_fresh_database, "todo") == 0
+    numbers = delivered_numbers(tmp_path / "outboxes" / shop)
+    assert numbers and len(set(numbers)) == len(numbers)
+    mapper(env, "shops", "run", shop, "--since", "2020-01-01")      # the shop is not left locked
+    mapper(env, "worker", "--until-idle")
+    assert sorted(delivered_numbers(tmp_path / "outboxes" / shop)) == sorted(numbers)
+    with psycopg.connect(pg_fresh_database) as conn:
+        held = conn.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+    assert held == 0
+
+
+def test_a_shop_whose_api_fails_backs_off_and_the_others_go_on(pg_fresh_database, shops, tmp_path):
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    ids = {}
+    for name, sim in shops.items():
+        keys = {"CCVSHOP_PUBLIC_KEY": f"{name}-pub", "CCVSHOP_SECRET_KEY": f"{name}-secret-key"}
+        ids[name] = mapper({**env, **keys}, "shops", "add", name, "--api-root", sim.url).stdout.split()[-1]
+    shops["beta"].inject("5xx", status=503)                 # beta's shop is down (every request)
+    due = "UPDATE shops SET next_run_at = '2026-11-26T20:00:00.000000Z'"
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+        conn.execute(due)
+    mapper(env, "worker", "--until-idle")
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[ids["alpha"]]["failures"] == 0 and delivered_numbers(tmp_path / "outboxes" / ids["alpha"])
+    beta = listed[ids["beta"]]
+    assert beta["failures"] == 1 and "503" in beta["last_error"]
+    assert beta["next_run_at"].startswith("2026-11-26T21:01")          # retried in a minute
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:   # it fails again: 2 minutes
+        conn.execute(due + " WHERE id = %s", (ids["beta"],))
+    mapper(env, "worker", "--until-idle")
+    beta = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}[ids["beta"]]
+    assert beta["failures"] == 2 and beta["next_run_at"].startswith("2026-11-26T21:02")
+    shops["beta"].clear_faults()                             # back up: the retry delivers, failures reset
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+        conn.execute(due + " WHERE id = %s", (ids["beta"],))
+    mapper(env, "worker", "--until-idle")
+    beta = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}[ids["beta"]]
+    assert beta["failures"] == 0 and beta["last_run"]["outcome"] in ("ok", "quarantined")

@@ -42,9 +42,6 @@ __all__ = ["HostedSettings", "enqueue_run", "make_app", "run_until_idle"]
 log = logging.getLogger("mapper.worker")
 
 RUN_TASK = "mapper.run_shop"
-#: a worker that has not sent a heartbeat for this long is taken for dead
-STALLED_AFTER = 30.0
-HEARTBEAT_EVERY = 5.0
 KEEP_FINISHED_JOBS = timedelta(days=7)
 
 
@@ -55,6 +52,8 @@ class HostedSettings:
     database: str
     mapping: str
     outbox: Path
+    #: a worker silent (no heartbeat) for this long is taken for dead and its job run again
+    stalled_after: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "HostedSettings":
@@ -65,9 +64,17 @@ class HostedSettings:
                               "every shop's state and the job queue there",
                               hint="e.g. MAPPER_DATABASE=postgresql:///mapper, then `mapper db upgrade`")
         from ..resources import mappings_dir
+        stalled = env.get("MAPPER_WORKER_STALLED_AFTER", "30")
+        try:
+            stalled_after = float(stalled)
+            if not 2 <= stalled_after <= 3600:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"MAPPER_WORKER_STALLED_AFTER={stalled!r} is not a number of seconds "
+                              f"from 2 to 3600") from None
         return cls(database=database,
                    mapping=env.get("MAPPER_MAPPING") or str(mappings_dir() / "ccvshop_asperion.yaml"),
-                   outbox=Path(env.get("MAPPER_OUTBOX") or "outbox"))
+                   outbox=Path(env.get("MAPPER_OUTBOX") or "outbox"), stalled_after=stalled_after)
 
 
 class _Context:
@@ -181,12 +188,13 @@ async def tick_once(app) -> int:
 
 
 async def recover_stalled(app) -> int:
-    stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER)
+    stalled = list(await app.job_manager.get_stalled_jobs(
+        seconds_since_heartbeat=_ctx().settings.stalled_after))
     for job in stalled:
         log.warning("job %s (%s) was left by a worker that died; running it again", job.id,
                     job.task_name)
         await app.job_manager.retry_job(job)
-    return len(list(stalled))
+    return len(stalled)
 
 
 def enqueue_run(settings: HostedSettings, shop_id: str, since: str | None = None,
@@ -212,8 +220,8 @@ async def _busy(app) -> tuple[int, int]:
 
 def run_worker(settings: HostedSettings, *, concurrency: int = 1, until_idle: bool = False) -> None:
     app = make_app(settings)
-    options = dict(concurrency=concurrency, update_heartbeat_interval=HEARTBEAT_EVERY,
-                   stalled_worker_timeout=STALLED_AFTER, delete_jobs="successful")
+    options = dict(concurrency=concurrency, update_heartbeat_interval=settings.stalled_after / 6,
+                   stalled_worker_timeout=settings.stalled_after, delete_jobs="successful")
     if not until_idle:
         app.run_worker(**options)
         return
