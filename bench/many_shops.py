@@ -23,6 +23,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -168,6 +169,7 @@ def one(shops: int, orders: int, workers: int, concurrency: int, kill: int) -> d
         }
     finally:
         sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         with psycopg.connect(ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -215,3 +215,42 @@ def test_a_shop_whose_api_fails_backs_off_and_the_others_go_on(pg_fresh_database
     mapper(env, "worker", "--until-idle")
     beta = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}[ids["beta"]]
     assert beta["failures"] == 0 and beta["last_run"]["outcome"] in ("ok", "quarantined")
+
+
+def test_the_database_going_away_mid_run_is_a_failure_that_is_retried(pg_fresh_database, shops, tmp_path):
+    """Every connection of the worker cut mid-run (as a database restart does): the run fails,
+    the failure is recorded once the database answers again, the retry delivers each order once."""
+    import threading
+    import time
+
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    keys = {"CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"}
+    shop = mapper({**env, **keys}, "shops", "add", "Shop alpha", "--api-root", shops["alpha"].url).stdout.split()[-1]
+    shops["alpha"].inject("slow", delay=0.3, path_contains="orderrows")
+    mapper(env, "shops", "run", shop, "--since", "2020-01-01")
+
+    def cut() -> None:
+        deadline = time.monotonic() + 60
+        while _jobs(pg_fresh_database, "doing") == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    first = mapper(env, "worker", "--until-idle", ok=False)
+    cutter.join()
+    assert first.returncode == 0 and "lost the connection to the state database" in first.stderr
+    shops["alpha"].clear_faults()
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[shop]["failures"] == 1 and "lost the connection" in listed[shop]["last_error"]
+
+    with psycopg.connect(pg_fresh_database, autocommit=True) as conn:
+        conn.execute("UPDATE shops SET next_run_at = '2026-11-26T20:00:00.000000Z' WHERE id = %s", (shop,))
+    mapper(env, "worker", "--until-idle")
+    numbers = delivered_numbers(tmp_path / "outboxes" / shop)
+    assert numbers and len(set(numbers)) == len(numbers)
+    listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
+    assert listed[shop]["failures"] == 0

@@ -5,9 +5,9 @@ tables as one shop's, under the scope ``<shop id>/<mapping name>`` (:func:`scope
 runner and the state store are those of `mapper run`, unchanged.
 
 Scheduling is ours, not the job queue's (spec/hosted.md §4): each shop has ``next_run_at``;
-:meth:`ShopRegistry.claim_due` hands out the shops that are due and moves them to their next
-daily slot in one transaction, so two ticks never claim a shop twice, and a tick after an
-outage catches up on every shop it missed. A failed run moves ``next_run_at`` to a retry
+:meth:`ShopRegistry.claim_due` hands out the shops that are due in one transaction, so two
+ticks never claim a shop twice, and a tick after an outage catches up on every shop it
+missed. A finished run moves ``next_run_at`` to the next daily slot, a failed one to a retry
 (1 minute, doubling to 6 hours); a run that quarantines is a success.
 """
 
@@ -36,6 +36,8 @@ STATUSES = ("active", "disabled", "removed")
 NIGHT = (60, 6 * 60)               # 01:00 up to 06:00
 ZONE = ZoneInfo("Europe/Amsterdam")
 RETRY_FIRST, RETRY_MAX = timedelta(minutes=1), timedelta(hours=6)
+#: a claimed shop whose run never reports back is due again after this long
+CLAIM_LEASE = timedelta(hours=1)
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"   # no 0/o, 1/l/i: read aloud on the phone
 
 
@@ -245,30 +247,36 @@ class ShopRegistry:
                        (utc_text(at), shop_id))
 
     def claim_due(self, now: datetime, limit: int = 500) -> list[str]:
-        """Active shops whose time has come, moved on to their next daily run (one transaction)."""
+        """Active shops whose time has come (one transaction: two ticks never claim one twice).
+
+        A claimed shop is due again after :data:`CLAIM_LEASE` unless its run says otherwise
+        (:meth:`record_run` sets the next daily run or a retry): a run whose outcome was
+        never recorded (its worker and the job lost, the database gone) is not forgotten.
+        """
         with self.store._write("claim the shops that are due") as db:
-            rows = db.execute("SELECT id, run_minute FROM shops WHERE status = 'active' "
+            rows = db.execute("SELECT id FROM shops WHERE status = 'active' "
                               "AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
                               (utc_text(now), int(limit))).fetchall()
-            for shop_id, minute in rows:
+            for (shop_id,) in rows:
                 db.execute("UPDATE shops SET next_run_at = ? WHERE id = ?",
-                           (utc_text(next_daily_run(int(minute), now)), shop_id))
+                           (utc_text(now + CLAIM_LEASE), shop_id))
         return [r[0] for r in rows]
 
     def record_run(self, shop_id: str, *, ok: bool, now: datetime, error: str | None = None) -> Shop:
         """After a run: a success clears the failures; a failure schedules a retry with backoff."""
         shop = self.get(shop_id)
+        daily = next_daily_run(shop.run_minute, now)
         with self.store._write("record a shop's run") as db:
             if ok:
-                db.execute("UPDATE shops SET failures = 0, last_error = NULL WHERE id = ?", (shop_id,))
+                db.execute("UPDATE shops SET failures = 0, last_error = NULL, next_run_at = "
+                           "CASE WHEN status = 'active' THEN ? ELSE next_run_at END WHERE id = ?",
+                           (utc_text(daily), shop_id))
             else:
                 failures = shop.failures + 1
-                retry = now + retry_delay(failures)
-                daily = shop.next_run_at
-                nxt = retry if daily is None or retry < daily else daily
+                retry = min(now + retry_delay(failures), daily)
                 db.execute("UPDATE shops SET failures = ?, last_error = ?, next_run_at = "
                            "CASE WHEN status = 'active' THEN ? ELSE next_run_at END WHERE id = ?",
-                           (failures, clean_reason(error or "failed"), utc_text(nxt), shop_id))
+                           (failures, clean_reason(error or "failed"), utc_text(retry), shop_id))
         return self.get(shop_id)
 
     def reseal_all(self) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..clock import now as clock_now
 from ..errors import ConfigError
-from ..state import open_state
+from ..state import StateError, open_state
 from .crypto import SecretBox
 from .runs import CompiledMapping, outcome_words, run_shop
 from .shops import ShopRegistry
@@ -43,6 +43,7 @@ log = logging.getLogger("mapper.worker")
 
 RUN_TASK = "mapper.run_shop"
 KEEP_FINISHED_JOBS = timedelta(days=7)
+RECORD_ATTEMPTS = 6                              # about half a minute of a database away
 
 
 @dataclass(frozen=True)
@@ -93,26 +94,42 @@ class _Context:
             return self._compiled
 
     def run(self, shop_id: str, since: str | None, until: str | None) -> str:
-        """Run a shop and record the outcome; returns it in a word (never raises)."""
-        with open_state(self.settings.database) as store:
-            registry = ShopRegistry(store, self.box)
-            try:
-                result = run_shop(shop_id, store=store, registry=registry, compiled=self.compiled,
-                                  outbox_root=self.settings.outbox,
+        """Run a shop and record the outcome; returns it in a word.
+
+        One shop's failure never stops another's: any exception of the run is recorded as
+        that shop's failure. The outcome is recorded on a connection of its own, tried again
+        for a while, so that a database that restarts mid-run still hears of it.
+        """
+        try:
+            with open_state(self.settings.database) as store:
+                result = run_shop(shop_id, store=store, registry=ShopRegistry(store, self.box),
+                                  compiled=self.compiled, outbox_root=self.settings.outbox,
                                   since=date.fromisoformat(since) if since else None,
                                   until=date.fromisoformat(until) if until else None)
-            except Exception as exc:            # one shop's failure never stops another's
-                words = outcome_words(exc)
-                shop = registry.record_run(shop_id, ok=False, now=clock_now(), error=words)
-                log.warning("shop %s: run failed (%d in a row; next try %s): %s", shop_id,
-                            shop.failures, shop.next_run_at, words)
-                return "failed"
-            if result is None:
-                return "skipped"
-            registry.record_run(shop_id, ok=True, now=clock_now())
-            log.info("shop %s: %s, %s", shop_id, result.outcome,
-                     ", ".join(f"{k} {v}" for k, v in result.counts.items() if v))
-            return result.outcome
+        except Exception as exc:
+            words = outcome_words(exc)
+            shop = self._record(shop_id, ok=False, error=words)
+            log.warning("shop %s: run failed (%d in a row; next try %s): %s", shop_id,
+                        shop.failures, shop.next_run_at, words)
+            return "failed"
+        if result is None:
+            return "skipped"
+        self._record(shop_id, ok=True)
+        log.info("shop %s: %s, %s", shop_id, result.outcome,
+                 ", ".join(f"{k} {v}" for k, v in result.counts.items() if v))
+        return result.outcome
+
+    def _record(self, shop_id: str, ok: bool, error: str | None = None):
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                with open_state(self.settings.database) as store:
+                    return ShopRegistry(store, self.box).record_run(shop_id, ok=ok, now=clock_now(),
+                                                                    error=error)
+            except StateError as exc:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise                       # the job fails; the claim's lease brings the shop back
+                log.warning("shop %s: cannot record the run yet (%s); trying again", shop_id, exc)
+                time.sleep(min(2 ** attempt, 10))
 
 
 def _no_shop_env() -> dict[str, str]:

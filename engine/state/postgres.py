@@ -20,6 +20,7 @@ differs is here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -82,24 +83,36 @@ class _Connection:
     ``?`` into psycopg's ``%s`` is exact.
     """
 
-    def __init__(self, conn: Any):
-        self.raw = conn
+    def __init__(self, conn: Any, location: str):
+        self.raw, self.location = conn, location
 
     @staticmethod
     def _sql(sql: str) -> str:
         return sql.replace("?", "%s")
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
-        return self.raw.execute(self._sql(sql), tuple(params) or None)
+        try:
+            return self.raw.execute(self._sql(sql), tuple(params) or None)
+        except psycopg.OperationalError as exc:
+            raise self._lost(exc) from None
 
     def executemany(self, sql: str, rows: list) -> None:
         if rows:
-            with self.raw.cursor() as cur:
-                cur.executemany(self._sql(sql), rows)
+            try:
+                with self.raw.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
+
+    def _lost(self, exc: BaseException) -> StateError:
+        """The server went away (a restart, a network cut): one sentence, the run is retried."""
+        return StateError(f"lost the connection to the state database {self.location}: "
+                          f"{_words(exc)}; nothing was marked done that was not done, run again")
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        status = self.raw.info.transaction_status
+        return status not in (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.UNKNOWN)
 
     def close(self) -> None:
         self.raw.close()
@@ -125,7 +138,7 @@ class PostgresStateStore(SQLiteStateStore):
         if not 0 <= target <= latest_version():
             raise ValueError(f"schema_version must be within 0..{latest_version()}")
         try:
-            self._conn = _Connection(self._new_connection("mapper state"))
+            self._conn = _Connection(self._new_connection("mapper state"), self.location)
             if readonly:
                 self._conn.execute("SET default_transaction_read_only = on")
                 self._check_not_newer(self._version())
@@ -263,7 +276,11 @@ class PostgresStateStore(SQLiteStateStore):
             try:
                 yield info
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_SPACE, key))
+                with contextlib.suppress(psycopg.Error):   # a lost session has released it already
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_SPACE, key))
+        except psycopg.OperationalError as exc:
+            raise StateError(f"lost the connection to the state database {self.location} while "
+                             f"holding the run lock: {_words(exc)}; run again") from None
         finally:
             conn.close()                     # a lock still held dies with the session
 
