@@ -184,9 +184,27 @@ def _mapping_and_source(mapping: Path, fixtures: Optional[Path], sandbox: bool):
 StateOpt = typer.Option(None, "--state", metavar="FILE", help="State database (default: $MAPPER_STATE or ~/.local/share/mapper/state.sqlite).")
 
 
-def _open_store(state: Optional[str], readonly: bool = False):
+ShopOpt = typer.Option(None, "--shop", metavar="SHOP", help="Hosted mode: this shop's state (MAPPER_DATABASE).")
+
+
+def _open_store(state: Optional[str], readonly: bool = False, shop: Optional[str] = None):
+    """The state store; with ``shop``, that hosted shop's part of MAPPER_DATABASE."""
     from engine.state import open_state
-    return open_state(state or None, readonly=readonly)
+    if shop is None:
+        return open_state(state or None, readonly=readonly)
+    from engine.hosted.runs import ShopState
+    from engine.hosted.shops import ShopRegistry
+    from engine.hosted.worker import HostedSettings
+    if state:
+        typer.echo("error: --shop and --state exclude each other (a shop's state is in MAPPER_DATABASE)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    store = open_state(HostedSettings.from_env().database, readonly=readonly)
+    try:
+        ShopRegistry(store).get(shop)
+    except BaseException:
+        store.close()
+        raise
+    return ShopState(store, shop, owns=True)
 
 
 @app.command()
@@ -313,7 +331,7 @@ def _mapping_name(mapping: Path) -> str:
 
 
 @app.command()
-def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
+def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt,
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Last runs with counts, open quarantine, plan usage, pending batches."""
     import json
@@ -324,8 +342,8 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
     from engine.runner import PLAN_YEAR_ZONE, plan_limit, plan_year
     try:
         m = load_mapping(mapping)
-        with _open_store(state, readonly=True) as store:
-            plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+        with _open_store(state, readonly=True, shop=shop) as store:
+            plan = (store.shop.plan if shop else None) or os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
             year = plan_year(now())
             data = {
                 "mapping": m.name,
@@ -377,14 +395,14 @@ def _resolve_orders(store, name: str, orders: list[str]) -> list[str]:
 
 
 @quarantine_app.command("list")
-def quarantine_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
+def quarantine_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt,
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Open quarantine with reasons, attempts, first and last seen."""
     import json
     from engine.errors import MapperError
     try:
         name = _mapping_name(mapping)
-        with _open_store(state, readonly=True) as store:
+        with _open_store(state, readonly=True, shop=shop) as store:
             entries = [_q(q) for q in store.open_quarantine(name)]
     except MapperError as exc:
         _fail(exc)
@@ -400,13 +418,13 @@ def quarantine_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
 
 @quarantine_app.command("retry")
 def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., metavar="ORDER...", help="Order ids or numbers."),
-                     state: Optional[str] = StateOpt) -> None:
+                     state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Try these orders again in the next run (also dropped ones)."""
     from engine.clock import now
     from engine.errors import MapperError
     try:
         name = _mapping_name(mapping)
-        with _open_store(state) as store:
+        with _open_store(state, shop=shop) as store:
             ids = _resolve_orders(store, name, orders)
             changed = store.retry(name, ids)
             for shop_id in ids:
@@ -419,13 +437,13 @@ def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argum
 @quarantine_app.command("drop")
 def quarantine_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., metavar="ORDER...", help="Order ids or numbers."),
                     reason: str = typer.Option(..., metavar="TEXT", help="Why (recorded for the audit trail)."),
-                    state: Optional[str] = StateOpt) -> None:
+                    state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Stop trying these orders; the drop and its reason are recorded."""
     from engine.clock import now
     from engine.errors import MapperError
     try:
         name = _mapping_name(mapping)
-        with _open_store(state) as store:
+        with _open_store(state, shop=shop) as store:
             ids = _resolve_orders(store, name, orders)
             for shop_id in ids:
                 store.drop(name, shop_id, reason, now())
@@ -508,7 +526,7 @@ app.add_typer(debtors_app, name="debtors")
 @debtors_app.command("import")
 def debtors_import(mapping: Path = MappingArg,
                    file: Path = typer.Argument(..., metavar="CSV", help="An Asperion debtor export (CSV: debtor number, name, e-mail)."),
-                   state: Optional[str] = StateOpt) -> None:
+                   state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Seed the register, so known customers keep their Asperion debtor number."""
     import os
     from engine.debtors import import_debtors, register_secret
@@ -520,8 +538,11 @@ def debtors_import(mapping: Path = MappingArg,
         if spec.get("kind") != "register":
             typer.echo(f"error: {mapping} does not use a debtor register (customer.directory.kind: register)", err=True)
             raise typer.Exit(EXIT_CONFIG)
-        secret = register_secret(dict(os.environ), spec.get("key_env", "MAPPER_DEBTOR_KEY"))
-        with _open_store(state) as store:
+        with _open_store(state, shop=shop) as store:
+            environ = dict(os.environ)
+            if shop:    # a hosted shop's register is keyed with its own (sealed) key
+                environ[spec.get("key_env", "MAPPER_DEBTOR_KEY")] = store.secrets.debtor_key
+            secret = register_secret(environ, spec.get("key_env", "MAPPER_DEBTOR_KEY"))
             report = import_debtors(file, store, m.name, secret)
     except MapperError as exc:
         _fail(exc)

@@ -254,3 +254,35 @@ def test_the_database_going_away_mid_run_is_a_failure_that_is_retried(pg_fresh_d
     assert numbers and len(set(numbers)) == len(numbers)
     listed = {s["id"]: s for s in json.loads(mapper(env, "shops", "list", "--json").stdout)}
     assert listed[shop]["failures"] == 0
+
+
+def test_single_shop_commands_work_on_a_hosted_shop(pg_fresh_database, shops, tmp_path):
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    keys = {"CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"}
+    shop = mapper({**env, **keys}, "shops", "add", "Shop alpha", "--api-root", shops["alpha"].url,
+                  "--plan", "basis").stdout.split()[-1]
+    other = mapper({**env, "CCVSHOP_PUBLIC_KEY": "beta-pub", "CCVSHOP_SECRET_KEY": "beta-secret-key"},
+                   "shops", "add", "Shop beta", "--api-root", shops["beta"].url).stdout.split()[-1]
+    csv = tmp_path / "debiteuren.csv"
+    csv.write_text("Debiteurnummer;Naam;E-mail\n70001;Jan;jan.vaste.klant@example.nl\n", encoding="utf-8")
+    mapping = str(ROOT / "mappings" / "ccvshop_asperion.yaml")
+    imported = mapper(env, "debtors", "import", mapping, str(csv), "--shop", shop)
+    assert "1 added" in imported.stdout
+    mapper(env, "shops", "run", shop, "--since", "2020-01-01")
+    mapper(env, "worker", "--until-idle")
+
+    status = json.loads(mapper(env, "status", mapping, "--shop", shop, "--json").stdout)
+    assert status["plan"]["name"] == "basis" and status["plan"]["limit"] == 250
+    assert status["runs"][0]["counts"]["delivered"] == status["plan"]["delivered"] > 0
+    other_status = json.loads(mapper(env, "status", mapping, "--shop", other, "--json").stdout)
+    assert other_status["runs"] == [] and other_status["plan"]["delivered"] == 0   # each its own state
+    listed = json.loads(mapper(env, "quarantine", "list", mapping, "--shop", shop, "--json").stdout)
+    assert [q["order_id"] for q in listed] == [q["order_id"] for q in status["quarantine"]]
+    with psycopg.connect(pg_fresh_database) as conn:            # the import went to that shop only
+        assert conn.execute("SELECT COUNT(*) FROM debtors WHERE mapping LIKE %s AND debtor_number = '70001'",
+                            (shop + "/%",)).fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM debtors WHERE mapping LIKE %s",
+                            (other + "/%",)).fetchone()[0] == 0
+    unknown = mapper(env, "status", mapping, "--shop", "nosuch", ok=False)
+    assert unknown.returncode == 2 and "no shop 'nosuch'" in unknown.stderr

@@ -40,8 +40,17 @@ class ShopState:
     is made the shop's own here, so the runner, sinks and debtor register work unchanged.
     """
 
-    def __init__(self, store: StateStore, shop_id: str):
-        self._store, self._shop_id = store, shop_id
+    def __init__(self, store: StateStore, shop_id: str, owns: bool = False):
+        """``owns``: the store is this view's own and closes with it (a command's)."""
+        self._store, self._shop_id, self._owns = store, shop_id, owns
+
+    @property
+    def shop(self) -> Shop:
+        return ShopRegistry(self._store).get(self._shop_id)
+
+    @property
+    def secrets(self) -> ShopSecrets:
+        return ShopRegistry(self._store).secrets(self._shop_id)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -62,7 +71,8 @@ class ShopState:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pass                                   # the shared store outlives one shop's run
+        if self._owns:
+            self._store.close()                # else the shared store outlives one shop's run
 
 
 def shop_environment(shop: Shop, secrets: ShopSecrets, base: dict[str, str] | None = None) -> dict[str, str]:
