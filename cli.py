@@ -250,7 +250,7 @@ def run(
                         box = dest.spec["http"].get("name") or "the API"
                     else:
                         matcher, _ = build_matcher(m, store, readonly=False, environ=dict(os.environ))
-                        target = Outbox(box)
+                        target = Outbox.for_mapping(m, box, wait_seconds=wait, owner=store.location)
                     with store.run_lock(m.name, wait):
                         runner = Runner(m, source, store, target, plan=plan, since=since_d or default_since,
                                         until=until_d, progress=progress, matcher=matcher, destination=dest)

@@ -129,6 +129,7 @@ class Runner:
             r.messages.append(str(exc))
             raise
         finally:
+            r.messages.extend(getattr(sink, "messages", ()))
             r.files = list(sink.files)
             r.counts["files"] = len(r.files)
             sink.close()

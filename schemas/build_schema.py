@@ -199,6 +199,7 @@ schema = {
         "plan": {"enum": ["basis", "plus"], "description": "basis: at most 250 invoices a calendar year (the rest is held); plus: unlimited. MAPPER_PLAN overrides."},
         "destination": destination,
         "sink": obj({"directory": obj({"path": {"type": "string", "description": "The outbox directory (MAPPER_OUTBOX or --outbox override it)."},
+                                     "mode": {"type": "string", "pattern": "^0?[0-7]{3}$", "description": "File mode of the files written, octal (default \"0600\": they carry customer data; e.g. \"0640\" for a reading group). The directory is created 0700."},
                                        "name": t("File name, from batch.date, batch.seq, batch.id")}, ["path", "name"]),
                      "report": t("Where each run writes its JSON report, from run.id and run.started")}),
     },

@@ -31,6 +31,8 @@ from conftest import MAPPING, ROOT
 from simulators.ccvshop import CCVShopSimulator
 from simulators.ccvshop_data import generate_fixture_dir, load_fixture_dir
 
+from engine.outbox import LOCK_NAME
+
 CLI = ROOT / "cli.py"
 XSD = ROOT / "schemas" / "asperion_axml.xsd"
 NAME = "ccvshop-asperion"
@@ -133,12 +135,17 @@ def xsd() -> etree.XMLSchema:
     return _schema
 
 
+def outbox_files(outbox: Path) -> list[Path]:
+    """What is in the outbox but its lock file (a run holds it; it stays, empty, afterwards)."""
+    return [p for p in outbox.iterdir() if p.name != LOCK_NAME]
+
+
 def outbox_contents(outbox: Path) -> dict[str, list[str]]:
     """file name -> order numbers in it; every file must pass the XSD."""
     files: dict[str, list[str]] = {}
     if not outbox.exists():
         return files
-    for path in sorted(outbox.iterdir()):
+    for path in sorted(outbox_files(outbox)):
         assert not path.name.endswith(".partial"), f"a half-written file was left: {path.name}"
         assert path.suffix == ".xml", f"unexpected file in the outbox: {path.name}"
         doc = etree.parse(str(path))
@@ -370,8 +377,9 @@ def wrap(cls, attr, before=None, after=None):
     setattr(cls, attr, wrapped)
 wrap(SQLiteStateStore, "create_batch", after="after_create_batch")
 wrap(DocumentBuilder, "write", after="file_half_written")          # into .NAME.partial, not renamed
-wrap(Outbox, "checksum", before="after_rename")                    # renamed, not marked delivered
-wrap(SQLiteStateStore, "mark_delivered", after="after_mark_delivered")
+wrap(SQLiteStateStore, "expect_checksum", after="checksum_recorded")  # written and hashed, not renamed
+wrap(SQLiteStateStore, "mark_delivered", before="after_rename",     # renamed, not marked delivered
+     after="after_mark_delivered")
 sys.argv = ["mapper", *sys.argv[4:]]
 cli.main()
 """
@@ -380,6 +388,7 @@ cli.main()
 @pytest.mark.parametrize("point, pending, partial, note", [
     ("after_create_batch", True, False, "redid 1 interrupted batch"),
     ("file_half_written", True, True, "redid 1 interrupted batch"),
+    ("checksum_recorded", True, True, "redid 1 interrupted batch"),
     ("after_rename", True, False, "recovered 1 file(s) of an interrupted run"),
     ("after_mark_delivered", False, False, None),
 ])
@@ -408,7 +417,7 @@ def test_sigkill_at_each_step_of_the_outbox_protocol(tmp_path, small_shop, point
     assert status_json(mapping, state)["runs"][-1]["outcome"] == "interrupted"
     assert_one_debtor_per_customer(outbox)
     discarded = [b for b in state_batches(state) if b["status"] == "discarded"]
-    assert len(discarded) == int(point in ("after_create_batch", "file_half_written"))
+    assert len(discarded) == int(point in ("after_create_batch", "file_half_written", "checksum_recorded"))
 
 
 def test_crash_after_rename_then_a_run_with_another_outbox_does_not_deliver_again(tmp_path, small_shop):
@@ -444,7 +453,7 @@ def test_the_outbox_never_overwrites_a_file(tmp_path):
         with box.write("a.xml") as f:
             f.write(b"<second/>")
     assert (tmp_path / "outbox" / "a.xml").read_bytes() == b"<first/>"
-    assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["a.xml"]
+    assert [p.name for p in outbox_files(tmp_path / "outbox")] == ["a.xml"]
 
 
 def test_leftover_partial_file_is_removed_and_foreign_files_are_left_alone(tmp_path, small_shop):
@@ -455,7 +464,7 @@ def test_leftover_partial_file_is_removed_and_foreign_files_are_left_alone(tmp_p
     (outbox / ".ccvshop-asperion-2026-01-01-1.xml.partial").write_bytes(b"<Asperion><Hea")
     done = mapper(run_cmd(mapping, state, outbox, fixtures=small_shop), env, tmp_path)
     assert done.returncode in (0, 3), done.stderr
-    assert not list(outbox.glob(".*"))
+    assert [p.name for p in outbox.glob(".*")] == [LOCK_NAME]
     assert_exactly_once(small_shop, state, outbox)
 
 
@@ -530,7 +539,7 @@ def test_rerun_over_the_same_window_delivers_nothing_new(tmp_path, small_shop):
     state, outbox = tmp_path / "state.sqlite", tmp_path / "outbox"
     first = mapper(run_cmd(mapping, state, outbox, fixtures=small_shop), env, tmp_path)
     assert first.returncode in (0, 3), first.stderr
-    before = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    before = {p.name: p.read_bytes() for p in outbox_files(outbox)}
     for _ in range(2):
         again = mapper(run_cmd(mapping, state, outbox, fixtures=small_shop), env, tmp_path)
         assert again.returncode in (0, 3), again.stderr
@@ -539,7 +548,7 @@ def test_rerun_over_the_same_window_delivers_nothing_new(tmp_path, small_shop):
         counts = report_of(tmp_path / "reports")["counts"]
         assert counts["delivered"] == 0 and counts["files"] == 0
         assert counts["already_delivered"] == sum(len(v) for v in outbox_contents(outbox).values())
-    assert {p.name: p.read_bytes() for p in outbox.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in outbox_files(outbox)} == before
     assert_exactly_once(small_shop, state, outbox)
 
 
@@ -593,7 +602,7 @@ def test_unreachable_shop_fails_with_one_clear_line_and_records_a_failed_run(tmp
     assert "127.0.0.1" in errors[0] and ("connect" in errors[0].lower() or "connection" in errors[0].lower())
     assert KEYS["pub-test"] not in result.stderr and KEYS["pub-test"] not in result.stdout
     assert "sec-test" not in result.stderr + result.stdout
-    assert not outbox.exists() or list(outbox.iterdir()) == []
+    assert not outbox.exists() or outbox_files(outbox) == []
 
     status = status_json(mapping, state)
     assert [r["outcome"] for r in status["runs"]] == ["failed"]
@@ -659,7 +668,7 @@ def test_disk_full_leaves_no_partial_file_and_the_next_run_redoes_the_batch(tmp_
     lines = full.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {outbox}/"), full.stderr
     assert "File too large" in lines[0] and "nothing was lost" in lines[0]
-    assert list(outbox.iterdir()) == [], "no file, whole or partial, may be left"
+    assert outbox_files(outbox) == [], "no file, whole or partial, may be left"
     assert state.stat().st_size < limit
     batches = state_batches(state)
     assert [b["status"] for b in batches] == ["pending"]

@@ -122,7 +122,7 @@ def run_shop(shop_id: str, *, store: StateStore, registry: ShopRegistry, compile
     source = (open_source or default_open_source)(m)
     try:
         matcher, _ = build_matcher(m, state, readonly=False, environ=env)
-        outbox = Outbox(Path(outbox_root) / shop_id)
+        outbox = Outbox.for_mapping(m, Path(outbox_root) / shop_id, owner=f"shop {shop_id}")
         with state.run_lock(m.name, wait_seconds):
             if registry.get(shop_id).status != "active":   # removed while it waited
                 return None

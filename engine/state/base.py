@@ -14,11 +14,13 @@ Exactly once (principle 5) rests on the outbox protocol:
 1. ``create_batch`` records a batch and its orders as *pending* before the document is
    written; it refuses, atomically, an order that already sits in a pending or delivered batch
    of the same mapping;
-2. the sink writes the document (temp file + atomic rename, or an API call);
+2. the sink writes the document (a temporary file, whose checksum ``expect_checksum``
+   records before the atomic rename; or an API call);
 3. ``mark_delivered`` records it as delivered.
 
-After a crash, ``pending_batches`` shows what was in flight; the engine finishes it (the file
-is there: ``mark_delivered``) or redoes it (``discard_batch`` frees its orders).
+After a crash, ``pending_batches`` shows what was in flight; the engine finishes it (its own
+file is there, proved by the recorded checksum: ``mark_delivered``) or redoes it
+(``discard_batch`` frees its orders).
 
 Timestamps passed in must be timezone-aware ``datetime`` values; they are stored as UTC ISO
 strings and come back as aware UTC datetimes.
@@ -168,6 +170,8 @@ class Batch:
     remote_id: str | None = None
     run_id: int | None = None
     discarded_at: datetime | None = None
+    #: the file's checksum, recorded before it was renamed into place (the proof recovery needs)
+    expected_checksum: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +349,10 @@ class StateStore(abc.ABC):
     def mark_delivered(self, batch_id: str, checksum: str, delivered_at: datetime,
                        remote_id: str | None = None) -> Batch:
         """pending -> delivered. Repeating it with the same checksum is a no-op."""
+
+    @abc.abstractmethod
+    def expect_checksum(self, batch_id: str, checksum: str) -> Batch:
+        """Record, before a pending batch's file is renamed into place, what it will hash to."""
 
     @abc.abstractmethod
     def discard_batch(self, batch_id: str, at: datetime | None = None) -> Batch:

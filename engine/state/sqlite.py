@@ -117,17 +117,36 @@ class SQLiteStateStore(StateStore):
         return conn
 
     def _open_writable(self, target: int) -> None:
+        if self.path.is_symlink():
+            raise StateError(f"state path {self.location} is a symbolic link (to "
+                             f"{os.readlink(self.path)}); give the database file's own path")
         if self.path.is_dir():
             raise StateError(f"state path {self.location} is a directory, not a database file")
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:      # a new state file is private to its user; -wal/-shm inherit its mode
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:  # a new state file is private to its user; -wal/-shm inherit its mode
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            except FileExistsError:
+                self._tighten()
+        except OSError as exc:       # no permission, a read-only file system, a path under /proc
+            raise StateError(f"cannot create the state database {self.location}: {exc.strerror} "
+                             f"(in {self.path.parent}); give a --state path (or MAPPER_STATE) in a "
+                             f"directory this user can write") from None
         self._conn = self._connect(str(self.path))
         self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
         self._conn.execute("PRAGMA synchronous = FULL")
         self._migrate(target)
+
+    def _tighten(self) -> None:
+        """An existing state file others can read (0644 from a copy or an old umask) is made
+        private: it holds order numbers, dates and the debtor register's hashes."""
+        for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            try:
+                if p.exists() and p.stat().st_mode & 0o077:
+                    os.chmod(p, 0o600)
+            except PermissionError:
+                raise StateError(f"the state database {p} can be read by others and is not this "
+                                 f"user's to tighten: chmod 600 {p}") from None
 
     def _open_readonly(self, target: int) -> None:
         if not self.path.exists():
@@ -280,7 +299,7 @@ class SQLiteStateStore(StateStore):
     # ------------------------------------------------------------------ batches
 
     _BATCH_COLS = ("id, mapping, file_name, status, created_at, delivered_at, checksum, "
-                   "remote_id, run_id, discarded_at")
+                   "remote_id, run_id, discarded_at, expected_checksum")
 
     def _batches(self, db: sqlite3.Connection, where: str, params: tuple) -> list[Batch]:
         rows = db.execute(f"SELECT {self._BATCH_COLS} FROM batches WHERE {where} "
@@ -294,7 +313,8 @@ class SQLiteStateStore(StateStore):
             out.append(Batch(id=r[0], mapping=r[1], file_name=r[2], status=r[3],
                              created_at=utc_parse(r[4]), orders=orders,
                              delivered_at=utc_parse(r[5]), checksum=r[6], remote_id=r[7],
-                             run_id=r[8], discarded_at=utc_parse(r[9])))
+                             run_id=r[8], discarded_at=utc_parse(r[9]),
+                             expected_checksum=r[10]))
         return out
 
     def _one_batch(self, db: sqlite3.Connection, batch_id: str) -> Batch:
@@ -356,6 +376,16 @@ class SQLiteStateStore(StateStore):
             db.execute("UPDATE batches SET status = 'delivered', delivered_at = ?, checksum = ?, "
                        "remote_id = ? WHERE id = ?", (when, str(checksum),
                                                       remote_id, str(batch_id)))
+            return self._one_batch(db, str(batch_id))
+
+    def expect_checksum(self, batch_id: str, checksum: str) -> Batch:
+        with self._write("record a batch's checksum") as db:
+            current = self._one_batch(db, str(batch_id))
+            if current.status != "pending":
+                raise BatchStateError(f"batch {batch_id!r} is {current.status}; only a pending "
+                                      "batch's file checksum can be recorded")
+            db.execute("UPDATE batches SET expected_checksum = ? WHERE id = ?",
+                       (str(checksum), str(batch_id)))
             return self._one_batch(db, str(batch_id))
 
     def discard_batch(self, batch_id: str, at: datetime | None = None) -> Batch:
