@@ -128,6 +128,17 @@ def _destination(m):
     return cm()
 
 
+def _record_id(m, record) -> str:
+    """A record's id, or "" where it has none (the converter quarantines it with the reason)."""
+    from engine.expressions import EvaluationError
+    if not isinstance(record, dict):
+        return ""
+    try:
+        return str(m.record_id({"record": record}))
+    except EvaluationError:
+        return ""
+
+
 def _skip_delivered(records, store, m, counter: dict):
     """Leave out what earlier runs delivered, as a run would (read-only)."""
     from engine.runner import _chunks
@@ -135,7 +146,7 @@ def _skip_delivered(records, store, m, counter: dict):
     # one lookup is done; 200 kept ~7 MB of orders alive and made them survive into the
     # collector's older generations. 50 costs 2,000 indexed lookups per 100,000 orders.
     for chunk in _chunks(records, 50):
-        ids = [str(m.record_id({"record": r})) if isinstance(r, dict) else "" for r in chunk]
+        ids = [_record_id(m, r) for r in chunk]
         done = store.delivered(m.name, [i for i in ids if i])
         for record, shop_id in zip(chunk, ids):
             if shop_id and shop_id in done:
@@ -771,6 +782,9 @@ def _report(m, summary, out, stream) -> None:
         parts.append(f"{excluded} not counted ({why})")
     if summary.outside_window:
         parts.append(f"{summary.outside_window} outside --since/--until")
+    if summary.duplicates:
+        parts.append(f"{len(summary.duplicates)} listed twice, taken once (id "
+                     f"{', '.join(summary.duplicates[:5])}{' …' if len(summary.duplicates) > 5 else ''})")
     what = "XML validated" if m.record_element is not None else "request bodies built"
     where = " -> stdout" if out == "-" else (f" -> {out}" if out else f" (no --out: {what}, not written)")
     say(", ".join(parts) + where)

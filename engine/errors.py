@@ -68,3 +68,24 @@ class ConfigError(MapperError):
     def __init__(self, message: str, *, hint: str | None = None):
         self.message, self.hint = message, hint
         super().__init__(f"{message} ({hint})" if hint else message)
+
+
+def in_words(exc: BaseException) -> str:
+    """What went wrong, for a bookkeeper: the exception's meaning, never its class name."""
+    import decimal
+    if isinstance(exc, (decimal.DivisionByZero, ZeroDivisionError)):
+        return "a division by zero"
+    if isinstance(exc, (decimal.Overflow, OverflowError)):
+        return "a number too large to compute with"
+    if isinstance(exc, decimal.InvalidOperation):
+        return "a number that cannot be computed with (too large, or not a number)"
+    if isinstance(exc, RecursionError):
+        return "too deeply nested (recursion)"
+    if isinstance(exc, MemoryError):
+        return "too large to hold in memory"
+    if isinstance(exc, KeyError):
+        return f"no key {exc.args[0]!r}" if exc.args else "a missing key"
+    if isinstance(exc, IndexError):
+        return "a position past the end of a list"
+    text = " ".join(str(exc).split())
+    return text or "an unexpected error"

@@ -38,7 +38,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 from jinja2.utils import _PassArg
 
-from .errors import MappingError
+from .errors import MappingError, in_words
 from .filters import FILTERS, MAX_TEXT, PLAIN_NUMBER_FILTERS, TESTS, NoMatch, check_printf, check_size
 
 _PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
@@ -660,7 +660,7 @@ def _failure(exc: Exception, source: str) -> Exception:
     if isinstance(exc, NoMatch):
         return EvaluationError(str(exc))
     if isinstance(exc, (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)):
-        return EvaluationError(f"{type(exc).__name__}: {exc}")
+        return EvaluationError(in_words(exc))
     if isinstance(exc, TemplateRuntimeError):  # e.g. {% set record.x = 1 %}
         return EvaluationError(f"not allowed in a mapping: {exc}")
     if isinstance(exc, RecursionError):  # e.g. a macro calling itself

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 from . import evaluate
 from .customers import DebtorMatcher, InFileMatcher
 from .document import record_level
-from .errors import OrderError
+from .errors import OrderError, in_words
 from .expressions import EvaluationError
 from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
@@ -88,6 +88,8 @@ class Converter:
             return Quarantined(shop_id, number, exc.reason, exc.field)
         except EvaluationError as exc:  # pragma: no cover - every stage wraps its own
             return Quarantined(shop_id, number, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one order's trouble never stops the run
+            return Quarantined(shop_id, number, f"cannot be converted: {in_words(exc)}")
 
     _eval = staticmethod(evaluate.value)
     _text = staticmethod(evaluate.text)

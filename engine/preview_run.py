@@ -32,6 +32,7 @@ class Summary:
     rows: list[list[Any]] = field(default_factory=list)  # preview rows, up to max_rows
     totals: list[Decimal | None] = field(default_factory=list)
     outside_window: int = 0
+    duplicates: list[str] = field(default_factory=list)  # ids listed more than once: taken once
 
 
 def dry_run(mapping: Mapping_, records: Iterable[Any], out: BinaryIO | None, *,
@@ -110,12 +111,22 @@ def _convert_all(mapping, records, since, until, max_rows, converter, builder, b
 
 def _in_window(mapping: Mapping_, records: Iterable[Any], since: date | None, until: date | None,
                s: Summary) -> Iterator[Any]:
+    seen: set[str] = set()
     for record in records:
         if since or until:
             created = _created(mapping, record)
             if created is not None and not in_window(created, since, until):
                 s.outside_window += 1
                 continue
+        if isinstance(record, dict):   # listed twice (a copied file, a page that shifted): once, as a run
+            try:
+                shop_id = str(mapping.record_id({"record": record}))
+            except Exception:  # noqa: BLE001 - the converter reports it properly
+                shop_id = ""
+            if shop_id and shop_id in seen:
+                s.duplicates.append(shop_id)
+                continue
+            seen.add(shop_id)
         s.seen += 1
         yield record
 

@@ -40,7 +40,8 @@ class RunResult:
     outcome: str = "ok"
     counts: dict[str, int] = field(default_factory=lambda: {
         "fetched": 0, "delivered": 0, "already_delivered": 0, "quarantined": 0, "excluded": 0,
-        "held_by_plan": 0, "files": 0, "recovered": 0, "redone": 0, "dropped_skipped": 0})
+        "held_by_plan": 0, "files": 0, "recovered": 0, "redone": 0, "dropped_skipped": 0,
+        "duplicates": 0})
     files: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     flags: list[tuple[str, str]] = field(default_factory=list)
@@ -83,6 +84,7 @@ class Runner:
         self._stamp = clock_now()
         self._delivered_this_year = 0
         self._outbox, self._destination = outbox, destination
+        self._duplicates: list[str] = []   # ids the intake listed more than once
 
     def _sink(self) -> Any:
         if self._destination is not None:
@@ -123,6 +125,10 @@ class Runner:
                 r.messages.append(
                     f"plan {self.plan}: {self.limit} invoices a year reached; {r.counts['held_by_plan']} paid "
                     f"orders are held (not lost) and go out when the plan changes or the year turns")
+            if self._duplicates:
+                shown = ", ".join(self._duplicates[:10]) + (" …" if len(self._duplicates) > 10 else "")
+                r.messages.append(f"{len(self._duplicates)} order id(s) came twice in the intake and were "
+                                  f"taken once: {shown}")
             r.outcome = "quarantined" if r.counts["quarantined"] else "ok"
         except BaseException as exc:
             r.outcome = "failed"
@@ -172,6 +178,8 @@ class Runner:
                     continue
                 shop_id = self._id(record)
                 if shop_id and shop_id in seen:   # listed twice (a page shifted, a copied file): once is enough
+                    self.result.counts["duplicates"] += 1
+                    self._duplicates.append(shop_id)
                     continue
                 seen.add(shop_id)
             yield record

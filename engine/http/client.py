@@ -197,7 +197,7 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-class _Scrubber:
+class Scrubber:
     """Removes secrets from any text that could reach a message or a log line."""
 
     def __init__(self, secrets: Callable[[], Iterable[str]]):
@@ -255,7 +255,7 @@ class HttpClient:
                              "environment variables they come from")
 
         self.auth: Auth = build_auth(config.get("auth"), clock=self._clock)
-        self._scrub = _Scrubber(self.auth.secrets)
+        self._scrub = Scrubber(self.auth.secrets)
         if parts.scheme == "http" and self.auth.has_credentials and not is_loopback_host(parts.hostname):
             raise HttpConfigError(
                 f"http.base_url {self._scrub.url(base_url)} uses plain http: credentials "

@@ -69,7 +69,13 @@ class OAuth2RefreshAuth(Auth):
         self._session = requests.Session()
 
     def secrets(self) -> list[str]:
-        return [s for s in (self._client_secret, self._refresh_token, self._access) if s]
+        return [s for s in (self._client_secret, self._refresh_token, self._configured_refresh,
+                            self._access) if s]
+
+    def _scrub(self, text: str) -> str:
+        """A token server's words with every credential of ours taken out (it may echo them)."""
+        from .client import Scrubber
+        return Scrubber(self.secrets)(text)
 
     def describe(self) -> str:
         return f"oauth2 refresh token for client '{self.client_id}'"
@@ -102,16 +108,23 @@ class OAuth2RefreshAuth(Auth):
         if self.scope:
             data["scope"] = self.scope
         try:
+            # never follow a redirect: a 307/308 would post the client secret and the refresh
+            # token again, to whatever host the answer names
             resp = self._session.post(self.token_url, data=data, timeout=self.timeout,
-                                      headers={"Accept": "application/json"})
+                                      headers={"Accept": "application/json"}, allow_redirects=False)
         except requests.RequestException as exc:
             raise TokenError(f"cannot reach {self.name} ({type(exc).__name__}); try again later") from None
+        if resp.is_redirect or 300 <= resp.status_code < 400:
+            where = urlsplit(resp.headers.get("Location") or "").hostname or "elsewhere"
+            raise TokenError(f"{self.name} answered HTTP {resp.status_code}, a redirect to {where}; "
+                             f"credentials are never sent on after a redirect: set token_url to the "
+                             f"token endpoint's own address")
         try:
             answer: Mapping[str, Any] = resp.json()
         except ValueError:
             answer = {}
         if resp.status_code != 200 or not answer.get("access_token"):
-            error = str(answer.get("error") or f"HTTP {resp.status_code}")[:60]
+            error = self._scrub(str(answer.get("error") or f"HTTP {resp.status_code}"))[:60]
             raise TokenRefused(f"{self.name} refused the refresh token ({error}); get a new refresh token "
                              f"and client credentials and set them again (a newly set refresh token is used "
                              f"when the one saved in token_file is refused)")

@@ -26,6 +26,7 @@ from ..customers import Match
 from ..errors import DeliveryError, OrderError
 from ..expressions import EvaluationError, compile_expression, compile_template
 from ..filters import fold_name
+from ..http.pagination import NextLinkPaginator
 from ..jsonbody import Body, dumps
 from ..state import OrderRef
 
@@ -92,14 +93,20 @@ class ApiDestination:
             self._client.close()
 
     def get_all(self, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
+        """Every item of a list, page after page, with the shop paginator's loop guard (a page
+        link that comes back a second time, or more than max_pages pages, stops with an error)."""
+        pager = NextLinkPaginator({"next": self.next_key} if self.next_key else {})
+        request = pager.first(path, tuple((params or {}).items()))
         page = self._call("GET", path, params=params)
         while True:
-            items = page.get(self.items_key, []) if isinstance(page, dict) else page
-            yield from items or []
-            nxt = _dig(page, self.next_key) if self.next_key and isinstance(page, dict) else None
-            if not nxt:
+            items = (page.get(self.items_key, []) if isinstance(page, dict) else page) or []
+            yield from items
+            if not self.next_key:
                 return
-            page = self._call("GET", nxt)
+            request = pager.next(page, request, items)
+            if request is None:
+                return
+            page = self._call("GET", request.url)
 
     def _call(self, method: str, path: str, params=None, body=None) -> Any:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -144,14 +151,6 @@ class ApiDestination:
         parts = [f"{k}: {'; '.join(map(str, v if isinstance(v, list) else [v]))}" for k, v in list(fields.items())[:FIELD_ERRORS_SHOWN]]
         title = payload.get("title") or payload.get("detail") or exc.detail or "refused"
         return f"the API refused it ({title})" + (": " + " | ".join(parts) if parts else "")
-
-
-def _dig(obj: Any, dotted: str | None) -> Any:
-    for part in (dotted or "").split("."):
-        if not part:
-            continue
-        obj = obj.get(part) if isinstance(obj, dict) else None
-    return obj
 
 
 class ApiDebtorMatcher:

@@ -76,6 +76,13 @@ class FixtureSource:
             if not isinstance(data, dict):
                 yield BrokenRecord(name, f"{path}: holds {type(data).__name__}, not one record object")
                 continue
+            try:
+                if not self.id_of(data):
+                    raise ValueError("it is empty")
+            except Exception as exc:  # noqa: BLE001 - the record's id expression failed on it
+                yield BrokenRecord(name, f"{path}: the record has no id ({exc}); it cannot be "
+                                         f"delivered or tracked without one")
+                continue
             yield data
 
     def lookup(self, shop_id: str) -> dict | None:
