@@ -108,6 +108,9 @@ class Mapping_:
     replacements: dict[str, str]
     columns: list[Column]
     sink: dict[str, Any] | None
+    #: ``privacy.redact``: values (a customer's VAT number, name, …) never shown in a flag or a
+    #: quarantine reason, which reach stdout, the log, the run report and the state
+    redact: list[Expression] = field(default_factory=list)
 
     def source_config(self) -> dict[str, Any]:
         """The source section, raising now for any ${VAR} it needs that is not set."""
@@ -354,6 +357,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         xsd_path=xsd_path, per_file=output.get("per_file", 500),
         replacements=output.get("replace") or DEFAULT_REPLACEMENTS,
         columns=columns, sink=d.get("sink"),
+        redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
     )
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)

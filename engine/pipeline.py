@@ -7,6 +7,8 @@ on (which order, which field, what was expected), and the batch goes on.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -83,13 +85,36 @@ class Converter:
         except EvaluationError:
             number = shop_id
         try:
-            return self._convert(record, ctx, shop_id, number)
+            outcome = self._convert(record, ctx, shop_id, number)
         except OrderError as exc:
-            return Quarantined(shop_id, number, exc.reason, exc.field)
+            outcome = Quarantined(shop_id, number, exc.reason, exc.field)
         except EvaluationError as exc:  # pragma: no cover - every stage wraps its own
-            return Quarantined(shop_id, number, str(exc))
+            outcome = Quarantined(shop_id, number, str(exc))
         except Exception as exc:  # noqa: BLE001 - one order's trouble never stops the run
-            return Quarantined(shop_id, number, f"cannot be converted: {in_words(exc)}")
+            outcome = Quarantined(shop_id, number, f"cannot be converted: {in_words(exc)}")
+        if m.redact and (isinstance(outcome, Quarantined) or getattr(outcome, "flags", None)):
+            self._redact(outcome, ctx)
+        return outcome
+
+    def _redact(self, outcome: Outcome, ctx: dict[str, Any]) -> None:
+        """Take the mapping's ``privacy.redact`` values out of the order's messages."""
+        secret = []
+        for expr in self.mapping.redact:
+            try:
+                value = expr(ctx)
+            except Exception:  # noqa: BLE001 - a value the order does not have cannot leak
+                continue
+            text = "" if value is None else str(value).strip()
+            if len(text) >= 3:
+                secret.append(text)
+        if not secret:
+            return
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(set(secret), key=len, reverse=True)),
+                             re.IGNORECASE)
+        if isinstance(outcome, Quarantined):
+            outcome.reason = pattern.sub("<redacted>", outcome.reason)
+        else:
+            outcome.flags[:] = [pattern.sub("<redacted>", f) for f in outcome.flags]
 
     _eval = staticmethod(evaluate.value)
     _text = staticmethod(evaluate.text)

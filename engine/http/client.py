@@ -223,6 +223,15 @@ class Scrubber:
         return self(shown + ("?" + query if query else ""))
 
 
+def _without_userinfo(url: str) -> str:
+    """A URL as it may be shown: anything before an '@' in its host part left out."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2]
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
 def _number(config: Mapping[str, Any], key: str, default: float) -> float:
     value = config.get(key, default)
     try:
@@ -242,11 +251,20 @@ class HttpClient:
         self._clock = clock or time.time
         self._sleep = sleep or time.sleep
         base_url = str(config.get("base_url") or "").rstrip("/")
-        parts = urlsplit(base_url)
+        try:
+            parts = urlsplit(base_url)
+            parts.port                                  # a port that is no number raises here
+        except ValueError as exc:
+            raise HttpConfigError(f"http.base_url is not a valid URL ({exc}): "
+                                  f"{_without_userinfo(base_url)}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpConfigError(
                 f"http.base_url must be an absolute http(s) URL such as https://shop.example, "
-                f"got {base_url!r}")
+                f"got {_without_userinfo(base_url)!r}")
+        if parts.username or parts.password:
+            raise HttpConfigError(
+                f"http.base_url {_without_userinfo(base_url)} has a user name or password in it; "
+                f"credentials belong in http.auth (they would be shown wherever the URL is)")
         self.base_url = base_url
         self._base_path = parts.path.rstrip("/")
         self.name = str(config.get("name") or parts.hostname)
@@ -469,6 +487,8 @@ class HttpClient:
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
             raise _Retryable(f"connection failed or body cut short ({type(exc).__name__})") from None
+        except (requests.exceptions.InvalidURL, ValueError):
+            raise HttpError(f"{self.name}: the address {safe_url} is not a valid URL", url=safe_url) from None
         finally:
             if slot is not None:
                 slot.done()
