@@ -512,21 +512,159 @@ def listen(
         _fail(exc)
     spec = (m.raw.get("intake") or {}).get("webhooks") or {}
 
+    import hmac
+    import os
+    from datetime import timedelta
+    from engine.webhooks import HintRefused, token_hash
+    per_day, pending = int(spec.get("max_per_day", 1000)), int(spec.get("max_pending", 10000))
+
     def on_hint(shop_id: str, event: str) -> None:
         with _open_store(state) as store:  # one connection per hint: listener threads share nothing
+            if store.hint_count(m.name, now() - timedelta(days=1)) >= per_day:
+                raise HintRefused(f"{per_day} hints in 24 hours (intake.webhooks.max_per_day); try later")
+            if store.hint_count(m.name) >= pending:
+                raise HintRefused(f"{pending} hints wait already (intake.webhooks.max_pending)")
             store.add_hint(m.name, shop_id, event, now())
 
+    def authorize(token: str, event: str) -> bool:
+        with _open_store(state, readonly=True) as store:
+            found = store.webhook_token(token_hash(token))
+        return found is not None and hmac.compare_digest(found.token_hash, token_hash(token)) \
+            and found.mapping == m.name and found.event == event
+
+    key_env = spec.get("signature_key_env")
     listener = WebhookListener(host, port, on_hint, events=spec.get("events", ("orders.updated.ispaid",)),
                                id_field=spec.get("id_field", "id"), max_body=spec.get("max_body", 65536),
-                               default_event=spec.get("default_event"))
-    typer.echo(f"listening on {listener.url}/<event> "
-               f"for {', '.join(spec.get('events', ['orders.updated.ispaid']))}; Ctrl-C stops")
+                               default_event=spec.get("default_event"), authorize=authorize,
+                               signature_key=os.environ.get(key_env) or None if key_env else None,
+                               max_connections=spec.get("max_connections", 32),
+                               request_seconds=spec.get("request_seconds", 15))
+    with _open_store(state, readonly=True) as store:
+        subscriptions = store.webhook_tokens(m.name)
+    if not subscriptions:
+        typer.echo(f"warning: no webhook subscriptions yet, every delivery is refused: "
+                   f"`mapper hooks add {mapping} orders.updated.ispaid --base-url https://your-host` makes one", err=True)
+    typer.echo(f"listening on {listener.url}/<token>/<event> for {len(subscriptions)} subscription(s) "
+               f"({', '.join(sorted({t.event for t in subscriptions})) or 'none'}); Ctrl-C stops")
     try:
         listener.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         listener.stop()
+
+
+hooks_app = typer.Typer(help="Webhook subscriptions: each has a secret address /hooks/<token>/<event>.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(hooks_app, name="hooks")
+hints_app = typer.Typer(help="Webhook hints waiting for the next run, and those refused.", no_args_is_help=True,
+                        rich_markup_mode=None)
+app.add_typer(hints_app, name="hints")
+
+
+@hooks_app.command("add")
+def hooks_add(mapping: Path = MappingArg,
+              event: str = typer.Argument("orders.updated.ispaid", metavar="EVENT", help="The event of this subscription."),
+              base_url: str = typer.Option(..., "--base-url", metavar="URL", help="Where the shop reaches `mapper listen`, e.g. https://hooks.example.nl"),
+              subscribe: bool = typer.Option(False, "--subscribe", help="Also subscribe it at the shop (POST /webhooks)."),
+              state: Optional[str] = StateOpt) -> None:
+    """Make a subscription's secret address (shown once; the state keeps only its hash)."""
+    import re
+    from engine.clock import now
+    from engine.errors import MapperError
+    from engine.webhooks import new_token
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", event):
+        typer.echo(f"error: {event!r} is not an event name (e.g. orders.updated.ispaid)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if not re.match(r"https?://[^/\s]+", base_url):
+        typer.echo(f"error: --base-url {base_url!r} is not a web address", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        m_name = _mapping_name(mapping)
+        token, hashed = new_token()
+        address = f"{base_url.rstrip('/')}/hooks/{token}/{event}"
+        with _open_store(state) as store:
+            store.add_webhook_token(m_name, hashed, event, now())
+        if subscribe:
+            _subscribe_at_shop(mapping, event, address)
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"subscription {hashed[:12]} for {event}; its address (shown only now, keep it secret):")
+    typer.echo(address)
+
+
+def _subscribe_at_shop(mapping: Path, event: str, address: str) -> None:
+    from engine.errors import SourceError
+    from engine.http.client import HttpClient, HttpError
+    from engine.mapping import load_mapping
+    m = load_mapping(mapping)
+    try:
+        client = HttpClient(m.source_config()["http"])
+        answer = client.request("POST", "/api/rest/v1/webhooks",
+                                json_body={"event": event, "address": address, "is_active": True})
+    except HttpError as exc:
+        raise SourceError(f"the shop did not take the subscription: {exc}") from None
+    typer.echo(f"subscribed at the shop (webhook {(answer or {}).get('id', '?')}); to check its signatures, "
+               f"set the webhook's key in the variable intake.webhooks.signature_key_env names")
+
+
+@hooks_app.command("list")
+def hooks_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt) -> None:
+    """The subscriptions: id, event, since when (the addresses themselves are not kept)."""
+    name = _mapping_name(mapping)
+    with _open_store(state, readonly=True) as store:
+        tokens = store.webhook_tokens(name)
+    if not tokens:
+        typer.echo("no subscriptions: `mapper hooks add MAPPING EVENT --base-url URL`")
+    for t in tokens:
+        typer.echo(f"{t.token_hash[:12]}  {t.event}  since {t.created_at:%Y-%m-%d %H:%M} UTC")
+
+
+@hooks_app.command("remove")
+def hooks_remove(mapping: Path = MappingArg, subscription: str = typer.Argument(..., metavar="ID", help="As `hooks list` shows it."),
+                 state: Optional[str] = StateOpt) -> None:
+    """Stop accepting deliveries to one subscription's address."""
+    name = _mapping_name(mapping)
+    try:
+        with _open_store(state) as store:
+            removed = store.remove_webhook_tokens(name, subscription)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if not removed:
+        typer.echo(f"error: no subscription {subscription!r}; `mapper hooks list` shows them", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    typer.echo(f"removed {removed} subscription(s); deliveries to its address now get 404")
+
+
+@hints_app.command("list")
+def hints_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Hints waiting for the next run, and those refused (with why)."""
+    import json
+    name = _mapping_name(mapping)
+    with _open_store(state, readonly=True, shop=shop) as store:
+        rows = [{"order_id": h.shop_id, "event": h.event, "received": h.received_at.isoformat(),
+                 "status": h.status, "reason": h.reason} for h in store.all_hints(name)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no hints")
+    for r in rows:
+        why = f": {r['reason']}" if r["reason"] else ""
+        typer.echo(f"order id {r['order_id']}  {r['event']}  {r['received'][:16]}  {r['status']}{why}")
+
+
+@hints_app.command("drop")
+def hints_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., metavar="ORDER_ID...", help="Order ids of hints."),
+               state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
+    """Forget hints (waiting or refused); the orders are not touched."""
+    name = _mapping_name(mapping)
+    with _open_store(state, shop=shop) as store:
+        removed = store.clear_hints(name, orders)
+    typer.echo(f"dropped {removed} hint(s)" + ("" if removed == len(set(orders)) else
+                                               f"; {len(set(orders)) - removed} id(s) had none"))
 
 
 debtors_app = typer.Typer(help="The debtor register: e-mail (as a keyed hash) -> debtor number.", no_args_is_help=True,

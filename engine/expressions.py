@@ -25,13 +25,17 @@ from __future__ import annotations
 import functools
 import re
 import string
+import threading
+import time
 import types
 from collections import deque
-from collections.abc import Mapping, MutableMapping, MutableSequence, MutableSet
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Callable
 
 
+import jinja2.compiler
 import jinja2.filters
 from jinja2 import StrictUndefined, TemplateRuntimeError, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.parser import Parser
@@ -95,7 +99,11 @@ MAX_POWER_BITS = 16384
 
 def _check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse, before computing it, a result that would take memory or time without bound."""
-    if operator == "*":
+    check_time()
+    if operator == "+":
+        if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+            check_size(len(left) + len(right), "joined text or list")
+    elif operator == "*":
         for seq, n in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple, bytes)) and isinstance(n, int):
                 check_size(len(seq) * n, "repeated text or list")
@@ -130,6 +138,76 @@ def _check_call(fn: Any, args: tuple, kwargs: dict) -> None:
                     raise SecurityError("a format width or precision that long (or nested) is not allowed")
 
 
+class TimeBudgetExceeded(Exception):
+    """One record's templates ran past their time budget (a loop too long): it is quarantined."""
+
+
+_budget = threading.local()
+
+
+@contextmanager
+def time_budget(seconds: float | None):
+    """Every template evaluated inside has until ``seconds`` from now (per thread), then
+    :class:`TimeBudgetExceeded`. Checked wherever the sandbox is asked something (a call, an
+    attribute, an operator), per 1,024 steps of ``range`` and at every ``~`` join."""
+    previous = getattr(_budget, "deadline", None)
+    _budget.deadline = None if seconds is None else time.monotonic() + seconds
+    _budget.seconds = seconds
+    try:
+        yield
+    finally:
+        _budget.deadline = previous
+
+
+def check_time() -> None:
+    deadline = getattr(_budget, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeBudgetExceeded(f"its templates took longer than the time budget of {_budget.seconds:g} s "
+                                 f"(limits.seconds_per_record): a loop too long, or a pattern too slow")
+
+
+class _BoundedRange(Sequence):
+    """``range(...)`` in a template: Jinja's sandboxed range (at most MAX_RANGE items) whose
+    iteration keeps to the time budget."""
+
+    def __init__(self, *args: int):
+        self._r = safe_range(*args)
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def __getitem__(self, i):
+        return self._r[i]
+
+    def __iter__(self):
+        for i, value in enumerate(self._r):
+            if not i & 1023:
+                check_time()
+            yield value
+
+    def __repr__(self) -> str:
+        return repr(self._r)
+
+
+def join_bounded(parts: Iterable[Any]) -> str:
+    """``a ~ b``: refuses a text longer than MAX_TEXT before building it."""
+    texts = [p if type(p) is str else str(p) for p in parts]
+    check_size(sum(map(len, texts)), "joined text")
+    check_time()
+    return "".join(texts)
+
+
+class _CodeGenerator(jinja2.compiler.CodeGenerator):
+    """Jinja's code generator with ``~`` bounded (:func:`join_bounded`)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        self.write("environment.join_bounded((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """Sandbox in which ``a.b`` on a mapping means the key ``b`` first.
 
@@ -141,7 +219,9 @@ class _Environment(ImmutableSandboxedEnvironment):
     are also never folded at load time, so ``'a' * 10**10`` cannot hang the loading either.
     """
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _CodeGenerator
+    join_bounded = staticmethod(join_bounded)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, type) and issubclass(obj, _MUTABLE_TYPES):
@@ -168,6 +248,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's
+        check_time()
         _check_call(__obj, args, kwargs)
         # Jinja >= 3.1.5 sandboxes str.format at attribute access only; a bound one that came
         # another way (a context value) is sandboxed here (older Jinja does it in call itself)
@@ -177,6 +258,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:  # noqa: A003 - Jinja's name
+        check_time()
         if isinstance(obj, Mapping):
             try:
                 return obj[attribute]
@@ -203,8 +285,8 @@ def make_environment() -> _Environment:
             env.filters[name] = sync
     env.tests.update(TESTS)
     env.globals.clear()
-    # safe_range: Jinja's sandbox range, at most MAX_RANGE (100000) items
-    env.globals.update({"range": safe_range, "dict": _new_dict})
+    # range: Jinja's sandbox range, at most MAX_RANGE (100000) items, within the time budget
+    env.globals.update({"range": _BoundedRange, "dict": _new_dict})
     return env
 
 
@@ -325,7 +407,8 @@ def _h_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 _NUMBERS = frozenset({int, Decimal, float})
-_NUMBER_OPS = {"*": lambda a, b: a * b, "**": lambda a, b: a ** b, "%": lambda a, b: a % b}
+_NUMBER_OPS = {"*": lambda a, b: a * b, "**": lambda a, b: a ** b, "%": lambda a, b: a % b,
+               "+": lambda a, b: a + b}
 
 
 def _h_binop(operator: str, left: Any, right: Any) -> Any:
@@ -363,7 +446,7 @@ def _h_text(value: Any) -> str:
 
 
 _HELPERS = {"__builtins__": {}, "type": type, "_ga": _h_getattr, "_gi": _h_getitem, "_call": _h_call, "_text": _h_text,
-            "_str": str, "_dict": dict, "_Exc": Exception, "_binop": _h_binop,
+            "_str": str, "_dict": dict, "_Exc": Exception, "_binop": _h_binop, "_join": join_bounded,
             "isinstance": isinstance, "_sum_key": _h_sum_key}
 _COMPARE_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in",
                 "notin": "not in"}
@@ -441,7 +524,7 @@ class _Gen:
                 return f"_binop({op!r}, {self.expr(node.left)}, {self.expr(node.right)})"
             return f"({self.expr(node.left)} {_BINARY_OPS[t]} {self.expr(node.right)})"
         if t is nodes.Concat:
-            return "''.join([" + ", ".join(f"_str({self.expr(n)})" for n in node.nodes) + "])"
+            return "_join((" + ", ".join(f"_str({self.expr(n)})" for n in node.nodes) + ",))"
         if t is nodes.CondExpr and node.expr2 is not None:
             return f"({self.expr(node.expr1)} if {self.expr(node.test)} else {self.expr(node.expr2)})"
         if t is nodes.Filter and node.node is not None:

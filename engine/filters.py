@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 
 from jinja2.filters import do_batch as _jinja_batch, do_center as _jinja_center, do_format as _jinja_format
 from jinja2.filters import do_indent as _jinja_indent, sync_do_slice as _jinja_slice
+from jinja2.filters import do_replace as _jinja_replace, sync_do_join as _jinja_join
+from jinja2.utils import pass_eval_context as _pass_eval_context
 from jinja2.sandbox import SecurityError
 
 from . import money
@@ -162,8 +164,23 @@ def compact(value: object) -> str:
     return re.sub(r"[\s.\-]", "", "" if value is None else str(value)).upper()
 
 
+@lru_cache(maxsize=256)
+def _pattern(pattern: str):
+    """A pattern compiled by RE2: its time is linear in the text, whatever the pattern (no
+    catastrophic backtracking as with ``re``: ``(a+)+$`` cannot hang a run)."""
+    import re2
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"the pattern {pattern!r} is not one this engine runs ({detail}); "
+                         f"back-references and look-arounds are not supported") from None
+
+
 def regex_match(value: object, pattern: str) -> bool:
-    return re.fullmatch(pattern, "" if value is None else str(value)) is not None
+    return _pattern(str(pattern)).fullmatch("" if value is None else str(value)) is not None
 
 
 FILTERS = {
@@ -247,7 +264,32 @@ def slice_(value: object, slices: int, fill_with: object = None):
     return _jinja_slice(value, slices, fill_with)
 
 
-FILTERS.update({"format": do_format, "center": center, "indent": indent, "batch": batch, "slice": slice_})
+@_pass_eval_context
+def join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    """Jinja's ``join`` filter, bounded: the length is checked before the text is built."""
+    items = list(value)
+    if attribute is None:
+        check_size(sum(len(str(x)) for x in items) + len(str(d)) * max(0, len(items) - 1), "joined text")
+        return _jinja_join(eval_ctx, items, d)
+    text = _jinja_join(eval_ctx, items, d, attribute)
+    check_size(len(text), "joined text")
+    return text
+
+
+@_pass_eval_context
+def replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> str:
+    """Jinja's ``replace`` filter, bounded: ``'aaaa' | replace('a', long_text)`` is refused
+    before it is built."""
+    text, old_s, new_s = str(s), str(old), str(new)
+    n = text.count(old_s) if old_s else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        n = min(n, count)
+    check_size(len(text) + n * max(0, len(new_s) - len(old_s)), "replaced text")
+    return _jinja_replace(eval_ctx, s, old, new, count)
+
+
+FILTERS.update({"format": do_format, "center": center, "indent": indent, "batch": batch, "slice": slice_,
+                "join": join, "replace": replace})
 
 
 class NoMatch(LookupError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -111,6 +112,8 @@ class Mapping_:
     #: ``privacy.redact``: values (a customer's VAT number, name, …) never shown in a flag or a
     #: quarantine reason, which reach stdout, the log, the run report and the state
     redact: list[Expression] = field(default_factory=list)
+    #: ``limits.seconds_per_record``: the time budget of one record's templates
+    seconds_per_record: float = 2.0
 
     def source_config(self) -> dict[str, Any]:
         """The source section, raising now for any ${VAR} it needs that is not set."""
@@ -246,6 +249,41 @@ def _load_located(file: Path, shown: str, text: str, environ, chain: tuple[Path,
     return merge(base, located)
 
 
+#: the settings a mapping is meant to read without declaring them
+SETTING_PREFIXES = ("MAPPER_", "CCVSHOP_", "ASPERION_")
+#: a variable whose name says it holds a secret (or that the mapping declares one)
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|_KEY$|APIKEY|CREDENTIAL)")
+#: where a secret may go: the auth blocks, whose values are sent to their own host only
+_AUTH_PATHS = (("source", "http", "auth"), ("destination", "api", "http", "auth"))
+
+
+def _variable_policy(located: Located) -> list[MappingError]:
+    """``${VAR}`` reads only what the mapping may read, and a secret only into an auth block.
+
+    A mapping may read the MAPPER_/CCVSHOP_/ASPERION_ settings and the variables it declares
+    under ``variables:``; nothing else of the environment (HOME, AWS_…, another program's
+    password). A secret (by its name, or declared under ``variables.secret``) outside
+    ``source.http.auth`` or ``destination.api.http.auth`` would be printed or written
+    (a description, a header, a file name): refused at load.
+    """
+    declared = located.data.get("variables") or {}
+    plain = set(declared.get("plain") or []) if isinstance(declared, dict) else set()
+    secret = set(declared.get("secret") or []) if isinstance(declared, dict) else set()
+    errors = []
+    for path, names in located.env_names.items():
+        for name in names:
+            if not (name.startswith(SETTING_PREFIXES) or name in plain or name in secret):
+                errors.append(located.error(path, f"${{{name}}} is not a variable this mapping may read",
+                                            f"declare it under variables: {{plain: [{name}]}}, or use a "
+                                            f"MAPPER_/CCVSHOP_/ASPERION_ setting"))
+            elif (name in secret or (_SECRET_NAME.search(name) and name not in plain)) \
+                    and not any(path[:len(a)] == a for a in _AUTH_PATHS):
+                errors.append(located.error(path, f"${{{name}}} holds a secret and may only be used in "
+                                                  f"source.http.auth or destination.api.http.auth",
+                                            "anything else can end up in a file, a log line or a report"))
+    return errors
+
+
 def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> Mapping_:
     """Load, validate and compile a mapping; raises MappingError(s) with FILE:LINE:COL."""
     file = resolve_mapping(path)
@@ -261,6 +299,9 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     errors = schema_check.check(located)
     if errors:
         raise errors[0] if len(errors) == 1 else MappingErrors(errors)
+    policy = _variable_policy(located)
+    if policy:
+        raise policy[0] if len(policy) == 1 else MappingErrors(policy)
     env_errors = [e for p, e in located.missing_env.items() if p[:1] not in (("source",), ("destination",))]
     if env_errors:
         raise env_errors[0] if len(env_errors) == 1 else MappingErrors(env_errors)
@@ -358,6 +399,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         replacements=output.get("replace") or DEFAULT_REPLACEMENTS,
         columns=columns, sink=d.get("sink"),
         redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
+        seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
     )
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)

@@ -19,7 +19,7 @@ from . import evaluate
 from .customers import DebtorMatcher, InFileMatcher
 from .document import record_level
 from .errors import OrderError, in_words
-from .expressions import EvaluationError
+from .expressions import EvaluationError, time_budget
 from .invoice import Invoice, build_invoice
 from .mapping import Mapping_
 from .render import writer
@@ -85,7 +85,8 @@ class Converter:
         except EvaluationError:
             number = shop_id
         try:
-            outcome = self._convert(record, ctx, shop_id, number)
+            with time_budget(m.seconds_per_record):
+                outcome = self._convert(record, ctx, shop_id, number)
         except OrderError as exc:
             outcome = Quarantined(shop_id, number, exc.reason, exc.field)
         except EvaluationError as exc:  # pragma: no cover - every stage wraps its own

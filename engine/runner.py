@@ -32,6 +32,7 @@ from .state import StateStore
 from .state.base import clean_reason
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
+DEFAULT_HINT_LOOKUPS = 500
 
 
 @dataclass
@@ -41,7 +42,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=lambda: {
         "fetched": 0, "delivered": 0, "already_delivered": 0, "quarantined": 0, "excluded": 0,
         "held_by_plan": 0, "files": 0, "recovered": 0, "redone": 0, "dropped_skipped": 0,
-        "duplicates": 0})
+        "duplicates": 0, "hints_refused": 0, "hints_deferred": 0})
     files: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     flags: list[tuple[str, str]] = field(default_factory=list)
@@ -85,6 +86,7 @@ class Runner:
         self._delivered_this_year = 0
         self._outbox, self._destination = outbox, destination
         self._duplicates: list[str] = []   # ids the intake listed more than once
+        self._webhooks = (mapping.raw.get("intake") or {}).get("webhooks") or {}
 
     def _sink(self) -> Any:
         if self._destination is not None:
@@ -125,6 +127,12 @@ class Runner:
                 r.messages.append(
                     f"plan {self.plan}: {self.limit} invoices a year reached; {r.counts['held_by_plan']} paid "
                     f"orders are held (not lost) and go out when the plan changes or the year turns")
+            if r.counts["hints_refused"]:
+                r.messages.append(f"{r.counts['hints_refused']} webhook hint(s) refused: `mapper hints "
+                                  f"list` shows them and why, `mapper hints drop` removes them")
+            if r.counts["hints_deferred"]:
+                r.messages.append(f"{r.counts['hints_deferred']} hinted order(s) wait for the next run "
+                                  f"(intake.webhooks.max_lookups_per_run)")
             if self._duplicates:
                 shown = ", ".join(self._duplicates[:10]) + (" …" if len(self._duplicates) > 10 else "")
                 r.messages.append(f"{len(self._duplicates)} order id(s) came twice in the intake and were "
@@ -183,17 +191,63 @@ class Runner:
                     continue
                 seen.add(shop_id)
             yield record
-        extra = [h.shop_id for h in self.store.hints(self.m.name)]
-        extra += [q.shop_id for q in self.store.open_quarantine(self.m.name)]
-        for shop_id in dict.fromkeys(extra):
+        start = self._start_date(date.fromisoformat(window["start"]))
+        hinted = [h.shop_id for h in self.store.hints(self.m.name) if h.shop_id not in seen]
+        budget = int(self._webhooks.get("max_lookups_per_run", DEFAULT_HINT_LOOKUPS))
+        if len(hinted) > budget:       # hints take at most this share of a run's requests
+            self.result.counts["hints_deferred"] = len(hinted) - budget
+            hinted = hinted[:budget]
+        quarantined = [q.shop_id for q in self.store.open_quarantine(self.m.name)]
+        for shop_id in dict.fromkeys(hinted + quarantined):
             if shop_id in seen:
                 continue
-            record = self.source.lookup(shop_id)
+            is_hint = shop_id in hinted
+            record = self._lookup(shop_id, is_hint)
             if record is None:
-                self.store.clear_hints(self.m.name, [shop_id])
+                continue
+            if is_hint and shop_id not in quarantined and not self._after_start(record, start):
                 continue
             seen.add(shop_id)
             yield record
+
+    def _start_date(self, window_start: date) -> date:
+        """The earliest creation date this connector considers on its own: the first run's
+        window start, recorded then. A hint for an older order is refused unless this run is a
+        back-fill that covers it (the operator said --since)."""
+        return self.store.start_date(self.m.name) or \
+            self.store.record_start_date(self.m.name, window_start, clock_now())
+
+    def _after_start(self, record: Any, start: date) -> bool:
+        created = self._created(record)
+        day = date.fromisoformat(created[:10]) if created else None
+        if day is None or day >= start or (self.since is not None and day >= self.since):
+            return True
+        self.result.counts["hints_refused"] += 1
+        self.store.refuse_hint(self.m.name, self._id(record),
+                               f"created {day}, before this connector's start {start}: a webhook "
+                               f"does not deliver such an order (book it by hand, or back-fill with "
+                               f"--since)", clock_now())
+        return False
+
+    def _lookup(self, shop_id: str, is_hint: bool) -> Any:
+        """One record by id; a hint or quarantine entry the shop refuses to show (a 4xx other
+        than 404) is set aside with the answer instead of failing every run from now on."""
+        from .http.client import HttpError
+        try:
+            record = self.source.lookup(shop_id)
+        except HttpError as exc:
+            if exc.status is None or not 400 <= exc.status < 500 or exc.status in (404, 408, 429):
+                raise
+            reason = f"the shop refused to show this order: {exc}"
+            if is_hint:
+                self.result.counts["hints_refused"] += 1
+                self.store.refuse_hint(self.m.name, shop_id, reason, clock_now())
+            else:
+                self._quarantine(Quarantined(shop_id, shop_id, reason))
+            return None
+        if record is None:
+            self.store.clear_hints(self.m.name, [shop_id])
+        return record
 
     def _outcomes(self) -> Iterator[Any]:
         """Converted records not yet delivered; quarantine recorded as it happens."""

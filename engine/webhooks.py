@@ -22,6 +22,8 @@ Every refusal is logged in one line; nothing a sender does can crash the listene
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -30,18 +32,61 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
-__all__ = ["WebhookListener"]
+__all__ = ["HintRefused", "WebhookListener", "new_token", "shown", "token_hash"]
+
+
+def token_hash(token: str) -> str:
+    """What the state keeps of a subscription's secret token (SHA-256, hex)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh secret for a subscription's address, and its hash: 192 random bits."""
+    import secrets
+    token = secrets.token_urlsafe(24)
+    return token, token_hash(token)
 
 log = logging.getLogger("engine.webhooks")
 
 _EVENT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")   # never '.', '..' or a path
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class HintRefused(Exception):
+    """``on_hint`` refuses a hint it may not keep (a bound reached): answered 429."""
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """Text from a request as it may go into a log line: control bytes escaped, cut short."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     listener: "WebhookListener"
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request, client_address):
+        # a connection is a thread: past max_connections a new one is refused at once
+        if not self.slots.acquire(blocking=False):
+            log.warning("webhook: refused a connection from %s: %d connections open",
+                        client_address[0], self.listener.max_connections)
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,7 +97,34 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # seconds for a slow sender; then the connection is dropped
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s " + format, self.client_address[0], *args)
+        text = format % args
+        lst: WebhookListener = self.server.listener  # type: ignore[attr-defined]
+        if lst.authorize is not None:          # the request line holds the secret token
+            text = re.sub(re.escape(lst.path_prefix) + r"/[^/\s\"']+", lst.path_prefix + "/<token>", text)
+        log.debug("%s %s", self.client_address[0], shown(text, 400))
+
+    def setup(self) -> None:
+        super().setup()
+        # the whole request, however slowly it trickles in, within request_seconds
+        lst: WebhookListener = self.server.listener  # type: ignore[attr-defined]
+        self._deadline = threading.Timer(lst.request_seconds, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self) -> None:
+        log.warning("webhook: a request from %s took longer than %gs; connection closed",
+                    self.client_address[0], self.server.listener.request_seconds)  # type: ignore[attr-defined]
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode("utf-8")
@@ -63,11 +135,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _refuse(self, status: int, reason: str, *, close: bool = False) -> None:
-        log.warning("webhook %s %s refused: %d %s", self.command, self.path.split("?", 1)[0][:200],
-                    status, reason)
+        log.warning("webhook %s %s refused: %d %s", self.command, self._logged_path(), status, reason)
         if close:
             self.close_connection = True
         self._reply(status, {"ok": False, "error": reason})
+
+    def _logged_path(self) -> str:
+        """The path as a log line may show it: control bytes escaped, a token never."""
+        lst: WebhookListener = self.server.listener  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        if lst.authorize is not None and path.startswith(lst.path_prefix + "/"):
+            rest = path[len(lst.path_prefix) + 1:]
+            path = lst.path_prefix + "/<token>" + ("/" + rest.split("/", 1)[1] if "/" in rest else "")
+        return shown(path)
 
     def _not_post(self) -> None:
         self._refuse(405, "only POST is accepted", close=True)
@@ -87,7 +167,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self) -> None:
         lst: WebhookListener = self.server.listener  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
-        path_event = lst._event_from_path(path)
+        if lst.authorize is not None:
+            # /hooks/<token>/<event>: an unknown token, or another event than the token's, is a
+            # 404 that tells nothing (the token is checked by its hash, in constant time)
+            token, event_of_token = lst._token_from_path(path)
+            if token is None or not lst.authorize(token, event_of_token):
+                self._refuse(404, "not found", close=True)
+                return
+            path_event: str | None | bool = event_of_token
+        else:
+            path_event = lst._event_from_path(path)
         if path_event is False:
             self._refuse(404, f"unknown path (POST to {lst.path_prefix} or "
                               f"{lst.path_prefix}/<event>)", close=True)
@@ -110,6 +199,12 @@ class _Handler(BaseHTTPRequestHandler):
                          close=True)
             return
         body = self.rfile.read(length)
+        if lst.signature_key is not None:
+            sent = self.headers.get("x-hash") or ""
+            want = hmac.new(lst.signature_key.encode(), body, hashlib.sha512).hexdigest()
+            if not hmac.compare_digest(sent.lower().encode(), want.encode()):
+                self._refuse(401, "the signature (x-hash) is missing or wrong", close=True)
+                return
         if "json" not in ctype:
             self._refuse(415, "the content type must be JSON")
             return
@@ -117,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             self._refuse(400, "the body is not valid JSON")
+            return
+        except RecursionError:
+            self._refuse(400, "the body is nested too deeply")
             return
         if not isinstance(data, dict):
             self._refuse(400, "the body is not a JSON object")
@@ -137,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(event, str) or not _EVENT_RE.match(event):
             self._refuse(400, "the event name is not a plain name")
             return
+        if lst.authorize is not None and event != path_event:
+            self._refuse(404, "not found", close=True)     # a token is for one event only
+            return
         if event not in lst.events:
             lst._count("ignored")
             log.info("webhook: ignored event %s for id %s", event, rid)
@@ -144,6 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             lst.on_hint(rid, event)
+        except HintRefused as exc:
+            self._refuse(429, str(exc))
+            return
         except Exception as exc:  # noqa: BLE001
             log.error("webhook: recording hint %s/%s failed: %s", event, rid, type(exc).__name__)
             self._reply(500, {"ok": False, "error": "the hint could not be recorded"})
@@ -159,7 +263,12 @@ class WebhookListener:
                  events: Iterable[str] = ("orders.updated.ispaid", "orders.created"),
                  id_field: str = "id", event_header: str | None = None,
                  max_body: int = 65536, *, default_event: str | None = None,
-                 path_prefix: str = "/hooks"):
+                 path_prefix: str = "/hooks", authorize: Callable[[str, str], bool] | None = None,
+                 signature_key: str | None = None, max_connections: int = 32,
+                 request_seconds: float = 15.0):
+        """``authorize(token, event)``: paths are ``/hooks/<token>/<event>`` and only a known
+        token for its own event is let in (the command line always sets it); ``signature_key``:
+        every delivery must carry ``x-hash``, HMAC-SHA512 of the body with this key."""
         self.host = host
         self.port = port
         self.on_hint = on_hint
@@ -169,6 +278,10 @@ class WebhookListener:
         self.max_body = int(max_body)
         self.default_event = default_event or "orders.updated.ispaid"
         self.path_prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
+        self.authorize = authorize
+        self.signature_key = signature_key
+        self.max_connections = int(max_connections)
+        self.request_seconds = float(request_seconds)
         self.counts = {"accepted": 0, "ignored": 0}
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -190,6 +303,15 @@ class WebhookListener:
                 return rest
         return False
 
+    def _token_from_path(self, path: str) -> tuple[str | None, str]:
+        prefix = self.path_prefix + "/"
+        if not path.startswith(prefix):
+            return None, ""
+        token, _, event = path[len(prefix):].partition("/")
+        if not token or not event or "/" in event.rstrip("/"):
+            return None, ""
+        return token, event.rstrip("/")
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "WebhookListener":
         if self._server is not None:
@@ -199,6 +321,7 @@ class WebhookListener:
             server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         srv = server_cls((self.host, self.port), _Handler)
         srv.listener = self
+        srv.slots = threading.BoundedSemaphore(self.max_connections)
         self._server = srv
         self.port = srv.server_address[1]
         self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},

@@ -33,6 +33,8 @@ class Located:
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     from_env: set[Path] = field(default_factory=set)
+    #: path -> the names of the variables its ``${…}`` read (checked against what may be read)
+    env_names: dict[Path, list[str]] = field(default_factory=dict)
     #: ``${VAR}`` without default whose variable is unset: path -> error. The loader
     #: raises those outside the source at once, and the source's when it is used.
     missing_env: dict[Path, MappingError] = field(default_factory=dict)
@@ -135,6 +137,7 @@ def load_yaml(text: str, file: str, environ: Mapping[str, str] | None = None) ->
                 located.missing_env[path] = (MappingError(f"environment variable {name} is not set", file=file,
                                             line=line, column=col,
                                             hint=f"export {name}=…, or write ${{{name}:-default}}"))
+            located.env_names[path] = [m.group(1) for m in _ENV.finditer(value)]
             value = substitute_env(value, environ, on_missing)
             located.from_env.add(path)
             if not node.style and value != "":  # plain (libyaml says "", PyYAML None)
@@ -178,7 +181,7 @@ def merge(base: Located, child: Located) -> Located:
 
     data = rec(base.data, child.data, ())
     out = Located(data=data, file=child.file)
-    for table in ("values", "keys", "missing_env"):
+    for table in ("values", "keys", "missing_env", "env_names"):
         merged = {p: v for p, v in getattr(base, table).items() if not _under(p, replaced)}
         merged.update(getattr(child, table))
         setattr(out, table, merged)

@@ -91,44 +91,76 @@ def _free_port():
 
 @pytest.fixture
 def listener(env):
+    """`mapper listen` with one subscription; yields its secret address without the event."""
     port = _free_port()
+    added = runner.invoke(cli.app, ["hooks", "add", str(MAPPING), "orders.updated.ispaid",
+                                    "--base-url", f"http://127.0.0.1:{port}", "--state", env["state"]])
+    assert added.exit_code == 0, added.output
+    address = added.output.strip().splitlines()[-1]
+    assert address.startswith(f"http://127.0.0.1:{port}/hooks/") and address.endswith("/orders.updated.ispaid")
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "listen", str(MAPPING), "--port", str(port),
                              "--state", env["state"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/hooks"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            requests.post(url + "/ping", data=b"{}", headers={"Content-Type": "application/json"}, timeout=1)
+            requests.post(f"http://127.0.0.1:{port}/hooks/x/y", data=b"{}",
+                          headers={"Content-Type": "application/json"}, timeout=1)
             break
         except requests.ConnectionError:
             time.sleep(0.1)
-    yield url
+    yield address.rsplit("/", 1)[0]
     proc.terminate()
     proc.wait(timeout=10)
 
 
-def test_old_order_toggled_to_paid_arrives_through_a_webhook_hint(shop, env, listener):
+def test_a_hint_delivers_an_order_paid_after_the_window_passed_it(shop, env, listener):
+    """The connector started 150 days ago (its first window reached back 240 days); an order
+    created 200 days ago, unpaid then, is paid today: the poll window (90 days) no longer sees
+    it, its hint delivers it."""
     sim, _, old = shop
-    _run(env)
+    then = (datetime.now(timezone.utc) - timedelta(days=150)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = runner.invoke(cli.app, ["run", str(MAPPING), "--state", env["state"], "--outbox", env["outbox"]],
+                          env={"MAPPER_NOW": then})
+    assert first.exit_code in (0, 3), first.output
     assert old[0]["ordernumber_full"] not in _delivered_numbers(env["outbox"])
     sim.subscribe("orders.updated.ispaid", listener + "/orders.updated.ispaid")
-    sim.set_paid(old[0]["id"])  # 200 days old: outside the 90-day window
+    sim.set_paid(old[0]["id"])
     sim.wait_webhooks()
     result = _run(env)
+    assert _delivered_numbers(env["outbox"]).count(old[0]["ordernumber_full"]) == 1, result.output
+    assert "delivered 0 orders" in _run(env).output             # the hint is used up
+
+
+def test_an_order_from_before_the_connector_started_is_not_delivered_by_a_hint(shop, env, listener):
+    """Webhooks cannot deliver history: a (forged or real) hint for an order created before the
+    first run's window is refused and shown; the operator back-fills it with --since."""
+    sim, _, old = shop
+    _run(env)
+    sim.subscribe("orders.updated.ispaid", listener + "/orders.updated.ispaid")
+    sim.set_paid(old[0]["id"])  # 200 days old: before the connector's start
+    sim.wait_webhooks()
+    result = _run(env)
+    assert old[0]["ordernumber_full"] not in _delivered_numbers(env["outbox"])
+    assert "1 webhook hint(s) refused" in result.output
+    listed = runner.invoke(cli.app, ["hints", "list", str(MAPPING), "--state", env["state"]]).output
+    assert f"order id {old[0]['id']}" in listed and "refused: created" in listed
+    assert "before this connector's start" in listed
+    assert "delivered 0 orders" in _run(env).output             # refused stays refused, no lookup
+    backfill = runner.invoke(cli.app, ["run", str(MAPPING), "--state", env["state"], "--outbox", env["outbox"],
+                                       "--since", _days_ago(210)])
+    assert backfill.exit_code in (0, 3), backfill.output
     assert _delivered_numbers(env["outbox"]).count(old[0]["ordernumber_full"]) == 1
-    assert "delivered 1 orders" in result.output
-    # the hint is used up: a further run delivers nothing
-    assert "delivered 0 orders" in _run(env).output
 
 
 def test_forged_webhook_for_an_unpaid_order_is_ignored(shop, env, listener):
-    sim, _, old = shop
+    sim, recent, _ = shop
     _run(env)
-    forged = {"id": old[0]["id"], "order_number": 5001, "paid": True, "total_price": 1}
+    unpaid = recent[2]
+    forged = {"id": unpaid["id"], "order_number": 5001, "paid": True, "total_price": 1}
     answer = requests.post(listener + "/orders.updated.ispaid", json=forged, timeout=5)
     assert answer.status_code == 200  # recorded as a hint ...
     result = _run(env)
-    assert old[0]["ordernumber_full"] not in _delivered_numbers(env["outbox"])  # ... but the shop says unpaid
+    assert unpaid["ordernumber_full"] not in _delivered_numbers(env["outbox"])  # ... but the shop says unpaid
     assert "not counted 1" in result.output
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "StateStore",
     "StateVersionError",
     "UnknownBatch",
+    "WebhookToken",
     "default_state_path",
     "open_state",
 ]
@@ -204,6 +205,18 @@ class Hint:
     shop_id: str
     event: str
     received_at: datetime
+    status: str = "pending"            # 'pending' | 'refused' (its look-up was refused: not retried)
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookToken:
+    """A subscription's secret address, as the state knows it: a hash, never the token."""
+
+    token_hash: str
+    mapping: str
+    event: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +429,39 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def clear_hints(self, mapping: str, shop_ids: Iterable[str]) -> int: ...
+
+    @abc.abstractmethod
+    def refuse_hint(self, mapping: str, shop_id: str, reason: str, at: datetime) -> None:
+        """Keep a hint that must not be looked up again (its reason is shown in `hints list`)."""
+
+    @abc.abstractmethod
+    def all_hints(self, mapping: str) -> list[Hint]:
+        """Pending and refused hints (``hints`` gives the pending ones: those a run fetches)."""
+
+    @abc.abstractmethod
+    def hint_count(self, mapping: str, since: datetime | None = None) -> int:
+        """Hints received since ``since`` (all kept hints if None): the listener's bounds."""
+
+    # ---- webhook subscriptions and the connector's start
+    @abc.abstractmethod
+    def add_webhook_token(self, mapping: str, token_hash: str, event: str, at: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def webhook_token(self, token_hash: str) -> WebhookToken | None: ...
+
+    @abc.abstractmethod
+    def webhook_tokens(self, mapping: str) -> list[WebhookToken]: ...
+
+    @abc.abstractmethod
+    def remove_webhook_tokens(self, mapping: str, hash_prefix: str) -> int: ...
+
+    @abc.abstractmethod
+    def start_date(self, mapping: str) -> date | None:
+        """The earliest creation date the connector considers on its own (None: never run)."""
+
+    @abc.abstractmethod
+    def record_start_date(self, mapping: str, day: date, at: datetime) -> date:
+        """Record it once (the first run or the install); returns the one in force."""
 
     # ---- enable / disable
     @abc.abstractmethod

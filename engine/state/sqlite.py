@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
@@ -31,7 +31,7 @@ from engine.state import migrations as _migrations
 from engine.state.base import (
     Batch, BatchConflict, BatchStateError, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
     QuarantineEntry, ReadOnlyStateError, Run, StateError, StateStore, StateVersionError,
-    UnknownBatch, check_counts, check_key_hash, check_mapping, clean_reason, shop_id_list,
+    UnknownBatch, WebhookToken, check_counts, check_key_hash, check_mapping, clean_reason, shop_id_list,
     utc_parse, utc_text,
 )
 
@@ -525,11 +525,68 @@ class SQLiteStateStore(StateStore):
                 (mapping, sid, str(event)[:100], utc_text(at))).rowcount == 1
 
     def hints(self, mapping: str) -> list[Hint]:
+        return [h for h in self.all_hints(mapping) if h.status == "pending"]
+
+    def all_hints(self, mapping: str) -> list[Hint]:
         with self._mutex:
             rows = self._db().execute(
-                "SELECT shop_id, event, received_at FROM hints WHERE mapping = ? "
+                "SELECT shop_id, event, received_at, status, reason FROM hints WHERE mapping = ? "
                 "ORDER BY received_at, shop_id", (mapping,)).fetchall()
-        return [Hint(shop_id=r[0], event=r[1], received_at=utc_parse(r[2])) for r in rows]
+        return [Hint(shop_id=r[0], event=r[1], received_at=utc_parse(r[2]), status=r[3], reason=r[4])
+                for r in rows]
+
+    def refuse_hint(self, mapping: str, shop_id: str, reason: str, at: datetime) -> None:
+        sid = shop_id_list([shop_id])[0]
+        with self._write("refuse a webhook hint") as db:
+            db.execute("UPDATE hints SET status = 'refused', reason = ? WHERE mapping = ? AND shop_id = ?",
+                       (clean_reason(reason), mapping, sid))
+
+    def hint_count(self, mapping: str, since: datetime | None = None) -> int:
+        with self._mutex:
+            return int(self._db().execute(
+                "SELECT COUNT(*) FROM hints WHERE mapping = ? AND received_at >= ?",
+                (mapping, utc_text(since) if since else "")).fetchone()[0])
+
+    # ------------------------------------------------------------------ webhook tokens, start
+
+    def add_webhook_token(self, mapping: str, token_hash: str, event: str, at: datetime) -> None:
+        check_mapping(mapping)
+        with self._write("record a webhook subscription") as db:
+            db.execute("INSERT INTO webhook_tokens (token_hash, mapping, event, created_at) "
+                       "VALUES (?, ?, ?, ?)", (str(token_hash), mapping, str(event), utc_text(at)))
+
+    def webhook_token(self, token_hash: str) -> WebhookToken | None:
+        with self._mutex:
+            r = self._db().execute("SELECT token_hash, mapping, event, created_at FROM webhook_tokens "
+                                   "WHERE token_hash = ?", (str(token_hash),)).fetchone()
+        return None if r is None else WebhookToken(r[0], r[1], r[2], utc_parse(r[3]))
+
+    def webhook_tokens(self, mapping: str) -> list[WebhookToken]:
+        with self._mutex:
+            rows = self._db().execute("SELECT token_hash, mapping, event, created_at FROM webhook_tokens "
+                                      "WHERE mapping = ? ORDER BY created_at", (mapping,)).fetchall()
+        return [WebhookToken(r[0], r[1], r[2], utc_parse(r[3])) for r in rows]
+
+    def remove_webhook_tokens(self, mapping: str, hash_prefix: str) -> int:
+        if len(hash_prefix) < 6:
+            raise ValueError("give at least 6 characters of the subscription id")
+        with self._write("remove a webhook subscription") as db:
+            return db.execute("DELETE FROM webhook_tokens WHERE mapping = ? AND substr(token_hash, 1, ?) = ?",
+                              (mapping, len(hash_prefix), hash_prefix)).rowcount
+
+    def start_date(self, mapping: str) -> date | None:
+        with self._mutex:
+            r = self._db().execute("SELECT start_date FROM connector_start WHERE mapping = ?",
+                                   (mapping,)).fetchone()
+        return None if r is None else date.fromisoformat(r[0])
+
+    def record_start_date(self, mapping: str, day: date, at: datetime) -> date:
+        check_mapping(mapping)
+        with self._write("record the connector's start") as db:
+            db.execute("INSERT INTO connector_start (mapping, start_date, recorded_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (mapping) DO NOTHING", (mapping, day.isoformat(), utc_text(at)))
+            return date.fromisoformat(db.execute("SELECT start_date FROM connector_start WHERE mapping = ?",
+                                                 (mapping,)).fetchone()[0])
 
     def clear_hints(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)
