@@ -745,7 +745,8 @@ def shops_add(name: str = typer.Argument(..., metavar="NAME", help="The shop's n
               plan: str = typer.Option("plus", metavar="basis|plus", help="basis: 250 invoices a year; plus: unlimited."),
               licence_code: Optional[str] = typer.Option(None, "--licence-code", metavar="CODE"),
               contact: Optional[str] = typer.Option(None, metavar="NAME"),
-              email: Optional[str] = typer.Option(None, metavar="ADDRESS")) -> None:
+              email: Optional[str] = typer.Option(None, metavar="ADDRESS"),
+              run_on_hint: bool = typer.Option(False, "--run-on-hint", help="A webhook hint runs the shop at once (else the daily run takes it).")) -> None:
     """Register a shop; its API key pair comes from CCVSHOP_PUBLIC_KEY and CCVSHOP_SECRET_KEY."""
     import os
     from engine.clock import now
@@ -753,7 +754,7 @@ def shops_add(name: str = typer.Argument(..., metavar="NAME", help="The shop's n
     with _hosted() as (_, registry):
         try:
             shop = registry.add(name, api_root, plan=plan, licence_code=licence_code, contact_name=contact,
-                                contact_email=email, now=now(),
+                                contact_email=email, now=now(), run_on_hint=run_on_hint,
                                 ccv_public=os.environ.get("CCVSHOP_PUBLIC_KEY", ""),
                                 ccv_secret=os.environ.get("CCVSHOP_SECRET_KEY", ""))
         except MapperError as exc:

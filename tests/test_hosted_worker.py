@@ -286,3 +286,38 @@ def test_single_shop_commands_work_on_a_hosted_shop(pg_fresh_database, shops, tm
                             (other + "/%",)).fetchone()[0] == 0
     unknown = mapper(env, "status", mapping, "--shop", "nosuch", ok=False)
     assert unknown.returncode == 2 and "no shop 'nosuch'" in unknown.stderr
+
+
+def test_a_hint_for_a_hosted_shop_is_kept_and_runs_it_if_it_wants_never_two_waiting(pg_fresh_database, shops,
+                                                                                    tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from engine.hosted.hints import receive_hint
+    from engine.hosted.worker import HostedSettings, enqueue_run
+    from engine.state import open_state
+    from engine.webhooks import HintRefused
+
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    eager = mapper({**env, "CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"},
+                   "shops", "add", "eager", "--api-root", shops["alpha"].url, "--run-on-hint").stdout.split()[-1]
+    patient = mapper({**env, "CCVSHOP_PUBLIC_KEY": "beta-pub", "CCVSHOP_SECRET_KEY": "beta-secret-key"},
+                     "shops", "add", "patient", "--api-root", shops["beta"].url).stdout.split()[-1]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = HostedSettings.from_env()
+    now = datetime(2026, 11, 26, 21, 0, tzinfo=timezone.utc)
+    with open_state(pg_fresh_database) as store:
+        kick = lambda shop_id: enqueue_run(settings, shop_id)
+        assert receive_hint(store, eager, "ccvshop-asperion", "500000001", "orders.updated.ispaid", now, kick)
+        assert not receive_hint(store, eager, "ccvshop-asperion", "500000002", "orders.updated.ispaid", now, kick)
+        assert not receive_hint(store, patient, "ccvshop-asperion", "500000003", "orders.updated.ispaid", now, kick)
+        assert not receive_hint(store, patient, "ccvshop-asperion", "500000005", "orders.updated.ispaid", now,
+                                kick, per_day=2)
+        with pytest.raises(HintRefused, match="2 hints in 24 hours"):
+            receive_hint(store, patient, "ccvshop-asperion", "500000004", "orders.updated.ispaid", now, kick,
+                         per_day=2)
+    assert _jobs(pg_fresh_database, "todo") == 1                  # one run, for the eager shop only
+    with psycopg.connect(pg_fresh_database) as conn:
+        kept = conn.execute("SELECT split_part(mapping, '/', 1), count(*) FROM hints GROUP BY 1").fetchall()
+    assert dict(kept) == {eager: 2, patient: 2}

@@ -92,6 +92,7 @@ class Shop:
     last_error: str | None
     created_at: datetime
     changed_at: datetime
+    run_on_hint: bool = False
 
     @property
     def run_time(self) -> str:
@@ -113,14 +114,14 @@ class ShopSecrets:
 
 
 _COLS = ("id, name, api_root, status, plan, destination, run_minute, next_run_at, contact_name, "
-         "contact_email, status_reason, failures, last_error, created_at, changed_at")
+         "contact_email, status_reason, failures, last_error, created_at, changed_at, run_on_hint")
 
 
 def _shop(r: tuple) -> Shop:
     return Shop(id=r[0], name=r[1], api_root=r[2], status=r[3], plan=r[4], destination=r[5],
                 run_minute=int(r[6]), next_run_at=utc_parse(r[7]), contact_name=r[8],
                 contact_email=r[9], status_reason=r[10], failures=int(r[11]), last_error=r[12],
-                created_at=utc_parse(r[13]), changed_at=utc_parse(r[14]))
+                created_at=utc_parse(r[13]), changed_at=utc_parse(r[14]), run_on_hint=bool(r[15]))
 
 
 def check_api_root(url: str) -> str:
@@ -187,7 +188,7 @@ class ShopRegistry:
     def add(self, name: str, api_root: str, *, ccv_public: str, ccv_secret: str, now: datetime,
             plan: str = "plus", licence_code: str | None = None, contact_name: str | None = None,
             contact_email: str | None = None, asperion: dict[str, str] | None = None,
-            first_run_at: datetime | None = None) -> Shop:
+            first_run_at: datetime | None = None, run_on_hint: bool = False) -> Shop:
         name = " ".join(str(name).split())
         if not name or len(name) > 200:
             raise ConfigError("a shop needs a name of 1 to 200 characters")
@@ -213,9 +214,9 @@ class ShopRegistry:
             first = first_run_at or next_daily_run(minute, now)
             db.execute(
                 f"INSERT INTO shops ({_COLS}, secrets, api_public_hash) VALUES "
-                f"(?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, NULL, 0, NULL, ?, ?, ?, ?)",
+                f"(?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, NULL, 0, NULL, ?, ?, ?, ?, ?)",
                 (shop_id, name, root, plan, "api" if asperion else "outbox", minute, utc_text(first),
-                 contact_name, contact_email, stamp, stamp, sealed, public_hash))
+                 contact_name, contact_email, stamp, stamp, 1 if run_on_hint else 0, sealed, public_hash))
         return self.get(shop_id)
 
     def set_status(self, shop_id: str, status: str, now: datetime, reason: str | None = None) -> Shop:
@@ -296,4 +297,4 @@ class ShopRegistry:
                 "plan": shop.plan, "destination": shop.destination, "run_time": shop.run_time,
                 "next_run_at": utc_text(shop.next_run_at) if shop.next_run_at else None,
                 "failures": shop.failures, "last_error": shop.last_error,
-                "status_reason": shop.status_reason}
+                "status_reason": shop.status_reason, "run_on_hint": shop.run_on_hint}

@@ -18,6 +18,7 @@ CREATE TABLE shops (
     secrets          TEXT,                      -- sealed JSON; NULL once the shop is removed
     api_public_hash  TEXT UNIQUE,               -- keyed hash of its CCV public key (App Store look-ups)
     status_reason    TEXT,
+    run_on_hint      INTEGER NOT NULL DEFAULT 0,   -- 1: a webhook hint enqueues a run at once
     failures         INTEGER NOT NULL DEFAULT 0,   -- consecutive failed runs
     last_error       TEXT,
     created_at       TEXT NOT NULL,
