@@ -356,9 +356,19 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
         with _open_store(state, readonly=True, shop=shop) as store:
             plan = (store.shop.plan if shop else None) or os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
             year = plan_year(now())
+            switch = store.enabled_state(m.name)
+            held = store.held(m.name)
+            hints = store.all_hints(m.name)
             data = {
                 "mapping": m.name,
-                "enabled": store.is_enabled(m.name),
+                "enabled": switch.enabled,
+                "disabled": None if switch.enabled else {
+                    "since": switch.changed_at.isoformat() if switch.changed_at else None, "reason": switch.reason},
+                "held_by_plan": {"count": len(held), "since": held[0][1].isoformat() if held else None,
+                                 "orders": [{"order_id": ref.shop_id, "number": ref.number,
+                                             "order_date": ref.order_date.isoformat()} for ref, _ in held]},
+                "hints": {"pending": sum(1 for h in hints if h.status == "pending"),
+                          "refused": sum(1 for h in hints if h.status == "refused")},
                 "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
                          "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
                 "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode, "outcome": r.outcome,
@@ -374,8 +384,18 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
         typer.echo(json.dumps(data, indent=2))
         return
     p = data["plan"]
-    typer.echo(f"{m.name}: {'enabled' if data['enabled'] else 'DISABLED'}; plan {p['name']}: "
+    off = data["disabled"]
+    state_words = "enabled" if data["enabled"] else (
+        f"DISABLED since {(off['since'] or '?')[:16]}" + (f" ({off['reason']})" if off["reason"] else ""))
+    typer.echo(f"{m.name}: {state_words}; plan {p['name']}: "
                f"{p['delivered']} invoices in {p['year']}" + (f" of {p['limit']}" if p["limit"] else ""))
+    h = data["held_by_plan"]
+    if h["count"]:
+        typer.echo(f"held by the plan: {h['count']} paid order(s) since {h['since'][:10]}, delivered when the "
+                   f"limit allows (plan change or a new year)")
+    if data["hints"]["pending"] or data["hints"]["refused"]:
+        typer.echo(f"webhook hints: {data['hints']['pending']} waiting for the next run, "
+                   f"{data['hints']['refused']} refused (`mapper hints list`)")
     typer.echo("last runs:" if data["runs"] else "no runs yet")
     for r in data["runs"]:
         c = r["counts"]
@@ -678,7 +698,7 @@ def debtors_import(mapping: Path = MappingArg,
                    state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Seed the register, so known customers keep their Asperion debtor number."""
     import os
-    from engine.debtors import import_debtors, register_secret
+    from engine.debtors import check_register_key, import_debtors, register_secret
     from engine.errors import MapperError
     from engine.mapping import load_mapping
     try:
@@ -692,6 +712,7 @@ def debtors_import(mapping: Path = MappingArg,
             if shop:    # a hosted shop's register is keyed with its own (sealed) key
                 environ[spec.get("key_env", "MAPPER_DEBTOR_KEY")] = store.secrets.debtor_key
             secret = register_secret(environ, spec.get("key_env", "MAPPER_DEBTOR_KEY"))
+            check_register_key(store, m.name, secret, spec.get("key_env", "MAPPER_DEBTOR_KEY"), readonly=False)
             report = import_debtors(file, store, m.name, secret)
     except MapperError as exc:
         _fail(exc)
@@ -860,6 +881,38 @@ def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="
         run_worker(HostedSettings.from_env(), concurrency=concurrency, until_idle=until_idle)
     except MapperError as exc:
         _fail(exc)
+
+
+@debtors_app.command("rekey")
+def debtors_rekey(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt,
+                  yes: bool = typer.Option(False, "--yes", help="Confirm: the register's entries are deleted.")) -> None:
+    """Start the register again under the key now set (when the old key is lost).
+
+    Its entries are keyed hashes of the old key and cannot be converted: they are deleted,
+    and known customers get their numbers again from `mapper debtors import`. The number
+    sequence stays, so no number is handed out twice."""
+    import os
+    from engine.clock import now
+    from engine.debtors import key_check_value, register_secret
+    from engine.errors import MapperError
+    from engine.mapping import load_mapping
+    if not yes:
+        typer.echo("error: this deletes the register's entries; add --yes to go ahead", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        m = load_mapping(mapping)
+        variable = (m.raw["customer"].get("directory") or {}).get("key_env", "MAPPER_DEBTOR_KEY")
+        with _open_store(state, shop=shop) as store:
+            environ = dict(os.environ)
+            if shop:
+                environ[variable] = store.secrets.debtor_key
+            secret = register_secret(environ, variable)
+            gone = store.forget_register(m.name)
+            store.set_register_check(m.name, key_check_value(secret), now())
+    except MapperError as exc:
+        _fail(exc)
+    typer.echo(f"register of {m.name}: {gone} entries deleted, now keyed with {variable}; "
+               f"re-import the debtors: `mapper debtors import {mapping} FILE`")
 
 
 def _atomic(target: Path):

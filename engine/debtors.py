@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clock import now as _now
 from .customers import InFileMatcher, Match
 from .errors import MappingError
 from .state.base import StateError
@@ -210,5 +211,35 @@ def build_matcher(mapping: Any, store: Any, *, readonly: bool, environ: dict[str
     if readonly and len(environ.get(variable, "")) < 16:
         return InFileMatcher(), f"debtor register not consulted ({variable} is not set): numbers as if all customers were new"
     secret = register_secret(environ, variable)
+    check_register_key(store, mapping.name, secret, variable, readonly=readonly)
     numbering = Numbering.from_config(spec.get("numbering"))
     return RegisterMatcher(store, mapping.name, secret, numbering, readonly=readonly), None
+
+
+_CHECK_LABEL = b"mapper debtor register: key check v1"
+
+
+def key_check_value(secret: str) -> str:
+    """What the state keeps to recognise the register's key: an HMAC of a fixed label under it
+    (neither the key nor a plain hash of it)."""
+    return "hmac-sha256:" + hmac.new(secret.encode("utf-8"), _CHECK_LABEL, hashlib.sha256).hexdigest()
+
+
+class RegisterKeyMismatch(MappingError):
+    """The register was built with another key: every customer would look new."""
+
+
+def check_register_key(store: Any, mapping: str, secret: str, variable: str, *, readonly: bool) -> None:
+    """The first use records the key's check value; a different key stops the run (exit 2)."""
+    recorded = store.register_check(mapping)
+    mine = key_check_value(secret)
+    if recorded is None:
+        if not readonly:
+            store.set_register_check(mapping, mine, _now())
+        return
+    if not hmac.compare_digest(recorded, mine):
+        raise RegisterKeyMismatch(
+            f"{variable} is not the key the debtor register of '{mapping}' was built with: every "
+            f"customer would look new and get a second debtor number",
+            hint=f"set {variable} back to the key used before; if that key is lost, `mapper debtors rekey` "
+                 f"starts the register again under this one (then re-import the debtors from Asperion)")

@@ -28,7 +28,7 @@ from .mapping import Mapping_
 from .outbox import Outbox
 from .pipeline import Converter, Excluded, Quarantined, in_window
 from .sources.fixtures import BrokenRecord
-from .state import StateStore
+from .state import OrderRef, StateStore
 from .state.base import clean_reason
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
@@ -112,7 +112,9 @@ class Runner:
             self._delivered_this_year = self.store.delivered_count(name, plan_year(self._stamp), PLAN_YEAR_ZONE)
             for outcome in self._outcomes():
                 if self.limit is not None and self._delivered_this_year + sink.pending >= self.limit:
-                    r.counts["held_by_plan"] += 1
+                    r.counts["held_by_plan"] += 1      # kept: re-fetched by every run until it goes
+                    self.store.hold(name, [OrderRef(outcome.shop_id, outcome.number, outcome.invoice.date)],
+                                    clock_now())
                     continue
                 try:
                     delivered = sink.accept(outcome)
@@ -126,7 +128,8 @@ class Runner:
             if r.counts["held_by_plan"]:
                 r.messages.append(
                     f"plan {self.plan}: {self.limit} invoices a year reached; {r.counts['held_by_plan']} paid "
-                    f"orders are held (not lost) and go out when the plan changes or the year turns")
+                    f"orders are held (not lost) and go out when the plan changes or the year turns "
+                    f"(kept in the state: `mapper status` lists them)")
             if r.counts["hints_refused"]:
                 r.messages.append(f"{r.counts['hints_refused']} webhook hint(s) refused: `mapper hints "
                                   f"list` shows them and why, `mapper hints drop` removes them")
@@ -155,6 +158,7 @@ class Runner:
             return
         self.store.release(self.m.name, shop_ids)
         self.store.clear_hints(self.m.name, shop_ids)
+        self.store.unhold(self.m.name, shop_ids)
         self.result.counts["delivered"] += len(shop_ids)
         self._delivered_this_year += len(shop_ids)
 
@@ -198,14 +202,16 @@ class Runner:
             self.result.counts["hints_deferred"] = len(hinted) - budget
             hinted = hinted[:budget]
         quarantined = [q.shop_id for q in self.store.open_quarantine(self.m.name)]
-        for shop_id in dict.fromkeys(hinted + quarantined):
+        held = [ref.shop_id for ref, _ in self.store.held(self.m.name)]
+        for shop_id in dict.fromkeys(hinted + held + quarantined):
             if shop_id in seen:
                 continue
             is_hint = shop_id in hinted
             record = self._lookup(shop_id, is_hint)
             if record is None:
                 continue
-            if is_hint and shop_id not in quarantined and not self._after_start(record, start):
+            if is_hint and shop_id not in quarantined and shop_id not in held \
+                    and not self._after_start(record, start):
                 continue
             seen.add(shop_id)
             yield record
@@ -245,8 +251,9 @@ class Runner:
             else:
                 self._quarantine(Quarantined(shop_id, shop_id, reason))
             return None
-        if record is None:
+        if record is None:     # gone from the shop: nothing to wait for
             self.store.clear_hints(self.m.name, [shop_id])
+            self.store.unhold(self.m.name, [shop_id])
         return record
 
     def _outcomes(self) -> Iterator[Any]:
@@ -258,6 +265,7 @@ class Runner:
             if isinstance(outcome, Excluded):
                 r.counts["excluded"] += 1
                 self.store.clear_hints(name, [outcome.shop_id])
+                self.store.unhold(name, [outcome.shop_id])   # cancelled since: nothing to hold
                 if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix
                     self.store.release(name, [outcome.shop_id])
             elif isinstance(outcome, Quarantined):

@@ -32,8 +32,8 @@ CASES = [
      r"where\[2\]: expression does not parse", "record.status != 8 }}"),
     ("bad attribute name", "attributes: {type: invoice}", "attributes: {ty pe: invoice}",
      r"attributes.*does not have the expected form|ty pe", "ty pe"),
-    ("unset environment variable", "path: ${MAPPER_OUTBOX:-./outbox}", "path: ${NO_SUCH_MAPPER_DIR}/x",
-     r"environment variable NO_SUCH_MAPPER_DIR is not set \(export NO_SUCH_MAPPER_DIR=", "NO_SUCH_MAPPER_DIR"),
+    ("unset environment variable", "path: ${MAPPER_OUTBOX:-./outbox}", "path: ${MAPPER_NO_SUCH_DIR}/x",
+     r"environment variable MAPPER_NO_SUCH_DIR is not set \(export MAPPER_NO_SUCH_DIR=", "MAPPER_NO_SUCH_DIR"),
     ("bad YAML", "  records:\n    path: /api/rest/v1/orders", "  records:\n    path: [/api/rest/v1/orders",
      r"not valid YAML", None),
     ("duplicate key", "  look_back_days: 90", "  look_back_days: 90\n  look_back_days: 30",
@@ -56,8 +56,8 @@ CASES = [
      r"records: true belongs in output\.document", "records: true"),
     ("condition on the records element", "- {element: Orders, records: true}", "- {element: Orders, records: true, when: 'true'}",
      r"when cannot be used on <Orders>: it holds the records", "element: Orders"),
-    ("unset variable in an enum key", "plan: ${MAPPER_PLAN:-plus}", "plan: ${NO_SUCH_PLAN_VAR}",
-     r"environment variable NO_SUCH_PLAN_VAR is not set", "plan: ${NO_SUCH_PLAN_VAR}"),
+    ("unset variable in an enum key", "plan: ${MAPPER_PLAN:-plus}", "plan: ${MAPPER_NO_SUCH_PLAN}",
+     r"environment variable MAPPER_NO_SUCH_PLAN is not set", "plan: ${MAPPER_NO_SUCH_PLAN}"),
     ("vat section missing", "\nvat:\n  classes:", "\nvat_was:\n  classes:", r"missing required key 'vat'", None),
     ("expression in an element condition", "when: has_delivery_address", "when: has_delivery_address and",
      r"when: expression does not parse", "when: has_delivery_address and"),
@@ -114,8 +114,8 @@ def test_several_errors_are_reported_together(tmp_path):
 
 
 def test_secret_from_the_environment_is_never_echoed(tmp_path, monkeypatch):
-    monkeypatch.setenv("SECRET_PAGE_SIZE", "hunter2-topsecret")
-    text = BASE.replace("look_back_days: 90", "look_back_days: ${SECRET_PAGE_SIZE}")
+    monkeypatch.setenv("MAPPER_SECRET_PAGE_SIZE", "hunter2-topsecret")
+    text = BASE.replace("look_back_days: 90", "look_back_days: ${MAPPER_SECRET_PAGE_SIZE}")
     with pytest.raises(MappingError) as info:
         load_mapping(_load(tmp_path, text))
     assert "hunter2" not in info.value.format()

@@ -442,6 +442,31 @@ class StateStore(abc.ABC):
     def hint_count(self, mapping: str, since: datetime | None = None) -> int:
         """Hints received since ``since`` (all kept hints if None): the listener's bounds."""
 
+    # ---- orders held by the plan's limit
+    @abc.abstractmethod
+    def hold(self, mapping: str, orders: Iterable[OrderRef], at: datetime) -> int:
+        """Remember orders the plan's limit held back (idempotent); how many were new."""
+
+    @abc.abstractmethod
+    def held(self, mapping: str) -> list[tuple[OrderRef, datetime]]:
+        """Held orders with when they were first held, oldest first."""
+
+    @abc.abstractmethod
+    def unhold(self, mapping: str, shop_ids: Iterable[str]) -> int: ...
+
+    # ---- the debtor register's key
+    @abc.abstractmethod
+    def register_check(self, mapping: str) -> str | None:
+        """The check value of the key the register's hashes were made with (None: not yet)."""
+
+    @abc.abstractmethod
+    def set_register_check(self, mapping: str, check_value: str, at: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def forget_register(self, mapping: str) -> int:
+        """Delete the register's entries (its hashes are useless under another key); the
+        number sequence stays, so no number is given twice. Returns how many were deleted."""
+
     # ---- webhook subscriptions and the connector's start
     @abc.abstractmethod
     def add_webhook_token(self, mapping: str, token_hash: str, event: str, at: datetime) -> None: ...

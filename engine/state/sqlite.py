@@ -547,6 +547,49 @@ class SQLiteStateStore(StateStore):
                 "SELECT COUNT(*) FROM hints WHERE mapping = ? AND received_at >= ?",
                 (mapping, utc_text(since) if since else "")).fetchone()[0])
 
+    # ------------------------------------------------------------------ held orders, register key
+
+    def hold(self, mapping: str, orders: Iterable[OrderRef], at: datetime) -> int:
+        check_mapping(mapping)
+        refs = [o if isinstance(o, OrderRef) else OrderRef(*o) for o in orders]
+        with self._write("hold orders for the plan") as db:
+            return sum(db.execute(
+                "INSERT INTO held (mapping, shop_id, number, order_date, held_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (mapping, shop_id) DO NOTHING",
+                (mapping, o.shop_id, o.number, o.order_date.isoformat(), utc_text(at))).rowcount for o in refs)
+
+    def held(self, mapping: str) -> list[tuple[OrderRef, datetime]]:
+        with self._mutex:
+            rows = self._db().execute("SELECT shop_id, number, order_date, held_at FROM held WHERE mapping = ? "
+                                      "ORDER BY held_at, shop_id", (mapping,)).fetchall()
+        return [(OrderRef(r[0], r[1], r[2]), utc_parse(r[3])) for r in rows]
+
+    def unhold(self, mapping: str, shop_ids: Iterable[str]) -> int:
+        ids = shop_id_list(shop_ids)
+        removed = 0
+        with self._write("release held orders") as db:
+            for part in _chunks(ids):
+                removed += db.execute(f"DELETE FROM held WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
+                                      (mapping, *part)).rowcount
+        return removed
+
+    def register_check(self, mapping: str) -> str | None:
+        with self._mutex:
+            r = self._db().execute("SELECT check_value FROM register_check WHERE mapping = ?",
+                                   (mapping,)).fetchone()
+        return None if r is None else r[0]
+
+    def set_register_check(self, mapping: str, check_value: str, at: datetime) -> None:
+        check_mapping(mapping)
+        with self._write("record the register's key check") as db:
+            db.execute("INSERT INTO register_check (mapping, check_value, recorded_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT (mapping) DO UPDATE SET check_value = excluded.check_value, "
+                       "recorded_at = excluded.recorded_at", (mapping, str(check_value), utc_text(at)))
+
+    def forget_register(self, mapping: str) -> int:
+        with self._write("forget the debtor register") as db:
+            return db.execute("DELETE FROM debtors WHERE mapping = ?", (mapping,)).rowcount
+
     # ------------------------------------------------------------------ webhook tokens, start
 
     def add_webhook_token(self, mapping: str, token_hash: str, event: str, at: datetime) -> None:
