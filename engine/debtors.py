@@ -19,7 +19,7 @@ from typing import Any
 
 from .clock import now as _now
 from .customers import InFileMatcher, Match
-from .errors import MappingError
+from .errors import MappingError, OrderError
 from .state.base import StateError
 from .filters import fold_name, normalise_email
 
@@ -37,13 +37,19 @@ class Numbering:
     kind: str = "proposed"  # proposed | sequence
     start: int = 1
     width: int = 0
+    #: proposed numbers: where a new debtor goes whose proposed number is another's (None:
+    #: the order is quarantined instead)
+    collisions: tuple[int, int] | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> "Numbering":
-        if not config or "sequence" not in config:
-            return cls()
+        config = config or {}
+        spare = config.get("collisions")
+        collisions = (int(spare["from"]), int(spare["to"])) if spare else None
+        if "sequence" not in config:
+            return cls(collisions=collisions)
         seq = config["sequence"]
-        return cls("sequence", int(seq.get("start", 1)), int(seq.get("width", 0)))
+        return cls("sequence", int(seq.get("start", 1)), int(seq.get("width", 0)), collisions)
 
 
 @dataclass
@@ -105,9 +111,14 @@ class RegisterMatcher:
                              f"address(es) got another debtor number meanwhile, e.g. by `mapper debtors import`); "
                              f"the orders that carry them were not delivered: run again")
 
+    def _taken(self, number: str) -> bool:
+        return number in self._unsaved_numbers or self.store.debtor_number_taken(self.mapping, number)
+
     def _new_number(self, proposed: str) -> str:
         if self.numbering.kind != "sequence":
-            return proposed
+            if not self._taken(proposed):
+                return proposed
+            return self._spare_number(proposed)
         if self.readonly:
             return f"new:{proposed}"
         while True:
@@ -118,6 +129,32 @@ class RegisterMatcher:
             self._last_number = n
             text = str(n).zfill(self.numbering.width)
             if text not in self._unsaved_numbers and not self.store.debtor_number_taken(self.mapping, text):
+                return text
+
+
+    def _spare_number(self, proposed: str) -> str:
+        """A new customer whose proposed number is another customer's (e.g. after `debtors
+        import`): the next free number of the declared range, or quarantine. Never two e-mail
+        addresses on one debtor number."""
+        spare = self.numbering.collisions
+        if spare is None:
+            raise OrderError(f"debtor number {proposed} is already another customer's (another e-mail address "
+                             f"in the debtor register): not booked on it", field="customer.number")
+        if self.readonly:
+            return f"new:{proposed}+"
+        low, high = spare
+        while True:
+            if self._last_number is None or self._last_number < low:
+                n = self.store.debtor_next_number(self.mapping, low)
+            else:
+                n = self._last_number + 1
+            self._last_number = n
+            if n > high:
+                raise OrderError(f"debtor number {proposed} is another customer's and the spare range "
+                                 f"{low}-{high} (customer.directory.numbering.collisions) is used up",
+                                 field="customer.number")
+            text = str(n).zfill(self.numbering.width)
+            if not self._taken(text):
                 return text
 
 

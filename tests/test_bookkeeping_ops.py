@@ -103,3 +103,52 @@ def test_another_register_key_stops_the_run_unless_the_register_is_rekeyed(tmp_p
     assert rekeyed.returncode == 0 and "entries deleted" in rekeyed.stdout, rekeyed.stderr
     again = mapper(cmd(mapping, state, outbox, shop_260, "--since", "2026-01-01"), other, tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def _fixture_with_user(tmp_path: Path) -> tuple[Path, str, str]:
+    """The demo shop's first order: its customer's proposed debtor number and e-mail."""
+    import shutil
+    from conftest import FIXTURES
+    shop = tmp_path / "shop"
+    shutil.copytree(FIXTURES, shop)
+    order = load_order(shop / "01_ideal_21_registered.json")
+    return shop, str(order["user"]["id"]), order["customer"]["email"]
+
+
+def test_a_debtor_number_is_never_shared_by_two_e_mail_addresses(tmp_path):
+    """After `debtors import`, the register holds number N for another e-mail; a new customer
+    whose proposed number is N was booked on it (two customers on one debtor)."""
+    shop, number, email = _fixture_with_user(tmp_path)
+    mapping = make_mapping(tmp_path, per_file=100)
+    state, outbox = tmp_path / "s.sqlite", tmp_path / "out"
+    env = base_env(tmp_path)
+    csv = tmp_path / "debiteuren.csv"
+    csv.write_text(f"Debiteurnummer;Naam;E-mail\n{number};Iemand Anders;iemand.anders@example.nl\n", "utf-8")
+    assert mapper(mapper_cmd("debtors", "import", mapping, csv, "--state", state), env, tmp_path).returncode == 0
+    ran = mapper(cmd(mapping, state, outbox, shop, "--since", "2020-01-01"), env, tmp_path)
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert f"debtor number {number} is already another customer's" in ran.stdout
+    assert f"<DebtorNumber>{number}</DebtorNumber>" not in "".join(
+        p.read_text("utf-8") for p in outbox.glob("*.xml"))
+
+    # (her other order, 16, had given her her own number already: she keeps it)
+    text = "".join(p.read_text("utf-8") for p in outbox.glob("*.xml"))
+    assert f"<DebtorNumber>{number}</DebtorNumber>" not in text
+
+    # with a declared spare range a new customer gets the next free number there instead
+    (shop / "16_repeat_customer_email_case.json").unlink()
+    state, outbox = tmp_path / "s2.sqlite", tmp_path / "out2"
+    assert mapper(mapper_cmd("debtors", "import", mapping, csv, "--state", state), env, tmp_path).returncode == 0
+    spare = Path(str(mapping).replace(".yaml", "-spare.yaml"))
+    spare.write_text(mapping.read_text("utf-8").replace(
+        "    key_env: MAPPER_DEBTOR_KEY", "    key_env: MAPPER_DEBTOR_KEY\n    numbering: {collisions: {from: 990000, to: 990099}}", 1), "utf-8")
+    again = mapper(cmd(spare, state, outbox, shop, "--since", "2020-01-01"), env, tmp_path)
+    assert again.returncode in (0, 3), again.stderr
+    text = "".join(p.read_text("utf-8") for p in outbox.glob("*.xml"))
+    numbers_of_her = set(re.findall(r"<DebtorNumber>(\d+)</DebtorNumber>\s*<Name>[^<]*</Name>\s*(?:<ContactName>"
+                                    r"[^<]*</ContactName>\s*)?<Email>" + re.escape(email), text))
+    assert numbers_of_her == {"990000"}, numbers_of_her          # one customer, one (spare) number
+    db = sqlite3.connect(state)
+    shared = db.execute("SELECT debtor_number, COUNT(*) FROM debtors GROUP BY 1 HAVING COUNT(*) > 1").fetchall()
+    db.close()
+    assert shared == []
