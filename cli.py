@@ -332,6 +332,9 @@ def _run_summary(result, box, api: bool = False) -> None:
         typer.echo(f"  quarantined: order {q.number} (id {q.shop_id}): {q.reason}")
     for number, flag in result.flags:
         typer.echo(f"  flag: order {number}: {flag}")
+    if c.get("dropped_skipped"):
+        typer.echo(f"skipped {c['dropped_skipped']} dropped order(s): never delivered "
+                   f"(`mapper quarantine retry MAPPING ORDER` takes one back)")
     for message in result.messages:
         typer.echo(message)
 
@@ -371,7 +374,8 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
                           "refused": sum(1 for h in hints if h.status == "refused")},
                 "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
                          "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
-                "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode, "outcome": r.outcome,
+                "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode,
+                          "outcome": r.outcome or ("running" if store.lock_holder(m.name) else "interrupted"),
                           "finished": r.finished_at.isoformat() if r.finished_at else None, "counts": r.counts}
                          for r in store.last_runs(m.name, 10)],
                 "quarantine": [_q(q) for q in store.open_quarantine(m.name)],
@@ -457,30 +461,49 @@ def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argum
         name = _mapping_name(mapping)
         with _open_store(state, shop=shop) as store:
             ids = _resolve_orders(store, name, orders)
-            changed = store.retry(name, ids)
+            was_open = {q.shop_id for q in store.open_quarantine(name)}
+            was_dropped = store.dropped(name)
+            reopened = store.retry(name, ids)
             for shop_id in ids:
                 store.add_hint(name, shop_id, "retry", now())
     except MapperError as exc:
         _fail(exc)
-    typer.echo(f"{changed} quarantined order(s) reopened; {len(ids)} order(s) will be fetched again by the next run")
+    for given, shop_id in zip(orders, ids):
+        label = f"order {given}" + (f" (id {shop_id})" if given != shop_id else "")
+        if shop_id in was_dropped:
+            typer.echo(f"{label}: was dropped, now back in quarantine")
+        elif shop_id in was_open:
+            typer.echo(f"{label}: in quarantine")
+        else:
+            typer.echo(f"{label}: not in quarantine")
+    typer.echo(f"{len(ids)} order(s) will be fetched again by the next run"
+               + (f" ({reopened} of them reopened after a drop)" if reopened else ""))
 
 
 @quarantine_app.command("drop")
 def quarantine_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..., metavar="ORDER...", help="Order ids or numbers."),
                     reason: str = typer.Option(..., metavar="TEXT", help="Why (recorded for the audit trail)."),
+                    force: bool = typer.Option(False, "--force", help="Also drop orders that are not in quarantine (they are then never delivered)."),
                     state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
-    """Stop trying these orders; the drop and its reason are recorded."""
+    """Stop trying these quarantined orders; the drop and its reason are recorded."""
     from engine.clock import now
     from engine.errors import MapperError
     try:
         name = _mapping_name(mapping)
         with _open_store(state, shop=shop) as store:
             ids = _resolve_orders(store, name, orders)
+            quarantined = {q.shop_id for q in store.open_quarantine(name)} | store.dropped(name)
+            strangers = [given for given, shop_id in zip(orders, ids) if shop_id not in quarantined]
+            if strangers and not force:
+                typer.echo(f"error: not in quarantine: {', '.join(strangers)}; a dropped order is never "
+                           f"delivered. Give --force if that is what you want", err=True)
+                raise typer.Exit(EXIT_CONFIG)
             for shop_id in ids:
                 store.drop(name, shop_id, reason, now())
     except MapperError as exc:
         _fail(exc)
-    typer.echo(f"dropped {len(ids)} order(s): {reason}")
+    typer.echo(f"dropped {len(ids)} order(s): {reason}"
+               + (f" ({len(strangers)} not in quarantine, dropped with --force)" if strangers else ""))
 
 
 def _switch(mapping: Path, state: Optional[str], enabled: bool, reason: Optional[str]) -> None:

@@ -38,7 +38,7 @@ DEFAULT_HINT_LOOKUPS = 500
 @dataclass
 class RunResult:
     run_id: int | None = None
-    outcome: str = "ok"
+    outcome: str = "failed"        # until the run says otherwise: a run that broke off is no success
     counts: dict[str, int] = field(default_factory=lambda: {
         "fetched": 0, "delivered": 0, "already_delivered": 0, "quarantined": 0, "excluded": 0,
         "held_by_plan": 0, "files": 0, "recovered": 0, "redone": 0, "dropped_skipped": 0,

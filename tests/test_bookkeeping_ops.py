@@ -152,3 +152,42 @@ def test_a_debtor_number_is_never_shared_by_two_e_mail_addresses(tmp_path):
     shared = db.execute("SELECT debtor_number, COUNT(*) FROM debtors GROUP BY 1 HAVING COUNT(*) > 1").fetchall()
     db.close()
     assert shared == []
+
+
+def test_operations_say_what_is_true(tmp_path):
+    """drop refuses an order that is not in quarantine (it would silently never be delivered),
+    the run says when it skipped a dropped order, retry says what it did per order, and a run
+    killed mid-way is shown as interrupted, not running for ever."""
+    import signal
+    import sys
+    from conftest import ROOT
+    from test_delivery import CRASHING_RUN
+
+    shop, _, _ = _fixture_with_user(tmp_path)
+    mapping = make_mapping(tmp_path, per_file=100)
+    state, outbox = tmp_path / "s.sqlite", tmp_path / "out"
+    env = base_env(tmp_path)
+    good = load_order(shop / "02_mixed_9_21_shipping.json")
+    number = good["ordernumber_full"]
+
+    refused = mapper(mapper_cmd("quarantine", "drop", mapping, number, "--reason", "typo", "--state", state),
+                     env, tmp_path)
+    assert refused.returncode == 2 and f"not in quarantine: {number}" in refused.stderr
+    forced = mapper(mapper_cmd("quarantine", "drop", mapping, str(good["id"]), "--reason", "booked by hand",
+                               "--force", "--state", state), env, tmp_path)
+    assert forced.returncode == 0 and "dropped with --force" in forced.stdout
+    ran = mapper(cmd(mapping, state, outbox, shop, "--since", "2020-01-01"), env, tmp_path)
+    assert "skipped 1 dropped order(s): never delivered" in ran.stdout, ran.stdout
+
+    retry = mapper(mapper_cmd("quarantine", "retry", mapping, str(good["id"]), "999999", "--state", state),
+                   env, tmp_path)
+    assert f"order {good['id']}: was dropped, now back in quarantine" in retry.stdout
+    assert "order 999999: not in quarantine" in retry.stdout
+    assert "2 order(s) will be fetched again by the next run (1 of them reopened after a drop)" in retry.stdout
+
+    args = cmd(mapping, tmp_path / "k.sqlite", tmp_path / "out-k", shop, "--since", "2020-01-01")[2:]
+    killed = mapper([sys.executable, "-c", CRASHING_RUN, str(ROOT), "after_create_batch", "1", *args], env, tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    status = json.loads(mapper(mapper_cmd("status", mapping, "--state", tmp_path / "k.sqlite", "--json"),
+                               env, tmp_path).stdout)
+    assert status["runs"][0]["outcome"] == "interrupted" and status["runs"][0]["finished"] is None

@@ -528,6 +528,10 @@ class StateStore(abc.ABC):
 
     # ---- run lock
     @abc.abstractmethod
+    def lock_holder(self, mapping: str) -> LockInfo | None:
+        """Who holds the run lock now (None: no live process), without taking it."""
+
+    @abc.abstractmethod
     def run_lock(self, mapping: str, wait_seconds: float) -> AbstractContextManager[LockInfo]:
         """Exclusive lock per mapping across processes; gone when the holder dies.
 

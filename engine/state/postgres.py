@@ -254,6 +254,10 @@ class PostgresStateStore(SQLiteStateStore):
         return LockInfo(mapping=mapping, pid=int(m.group(1)), host=m.group(2) or None,
                         started_at=utc_parse(m.group(3)))
 
+    def lock_holder(self, mapping: str) -> LockInfo | None:
+        with self._mutex:
+            return self._holder(self._db().raw, _lock_key(check_mapping(mapping)), mapping)
+
     @contextmanager
     def run_lock(self, mapping: str, wait_seconds: float) -> Iterator[LockInfo]:
         self._writable("take the run lock")

@@ -728,6 +728,23 @@ class SQLiteStateStore(StateStore):
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
+    def lock_holder(self, mapping: str) -> LockInfo | None:
+        import fcntl
+        path = self.lock_path(mapping)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._read_holder(path, mapping) or LockInfo(mapping=mapping, pid=0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     @contextmanager
     def run_lock(self, mapping: str, wait_seconds: float) -> Iterator[LockInfo]:
         self._writable("take the run lock")
