@@ -88,4 +88,12 @@ def in_words(exc: BaseException) -> str:
     if isinstance(exc, IndexError):
         return "a position past the end of a list"
     text = " ".join(str(exc).split())
+    if isinstance(exc, TypeError):       # "for -: 'str' and 'decimal.Decimal'": say what they are
+        for python, words in _TYPE_WORDS.items():
+            text = text.replace(python, words)
     return text or "an unexpected error"
+
+
+_TYPE_WORDS = {"'decimal.Decimal'": "a number", "'Decimal'": "a number", "'int'": "a number",
+               "'float'": "a number", "'str'": "text", "'NoneType'": "nothing", "'list'": "a list",
+               "'dict'": "a group of fields", "'bool'": "true/false"}
