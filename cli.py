@@ -892,6 +892,19 @@ def shops_remove(shop: str = ShopArg) -> None:
     typer.echo(f"{removed.id} ({removed.name}) removed: keys deleted, audit rows kept")
 
 
+@shops_app.command("reseal")
+def shops_reseal() -> None:
+    """After a master-key rotation: seal every shop's secrets under MAPPER_MASTER_KEY (the old
+    key in MAPPER_MASTER_KEY_OLD); afterwards the old key is no longer needed."""
+    from engine.errors import MapperError
+    with _hosted() as (_, registry):
+        try:
+            count = registry.reseal_all()
+        except MapperError as exc:
+            _fail(exc)
+    typer.echo(f"resealed the secrets of {count} shop(s) under the current MAPPER_MASTER_KEY")
+
+
 @app.command()
 def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="Shops run at once in this process."),
            until_idle: bool = typer.Option(False, "--until-idle", help="Exit once nothing is due or waiting.")) -> None:

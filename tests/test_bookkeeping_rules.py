@@ -68,6 +68,7 @@ def test_zero_vat_to_a_consumer_in_another_eu_country_is_quarantined(tmp_path):
     def zero(o):
         for row in o["orderrows"]:
             row["tax"] = 0
+        o["total_tax"] = 0
     stdout, order_id = dry_run(tmp_path, CONSUMER_BE, zero)
     assert "0% VAT to a consumer in BE: the shop should charge VAT or OSS" in quarantined(stdout, order_id)
 
@@ -79,11 +80,9 @@ def _rows(order, **values):
 
 @pytest.mark.parametrize("change, reason", [
     (lambda o: o.update(paid="yes"), "paid flag is yes (text)"),
-    (lambda o: o["orderrows"][0].update(count=0), "a row has quantity 0 but an amount"),
-    (lambda o: o["orderrows"][0].update(count=-1), "negative quantity with a positive amount"),
-    (lambda o: o["orderrows"][0].update(count=Decimal(10) ** 6), "beyond the declared limits"),
     (lambda o: o.update(total_price=Decimal("-10.00")), "order total is negative (€-10.00)"),
-    (lambda o: o.update(total_price=Decimal("1e400")), "beyond the declared limits"),
+    (lambda o: o.update(total_price=Decimal("1e400")), "beyond the declared limit"),
+    (lambda o: o["orderrows"][0].update(total_price="NaN"), "a number and text"),
     (lambda o: o.update(total_shipping=Decimal("1e400")), "a number that cannot be computed with"),
     (lambda o: o.update(total_price="NaN"), "an amount is not a number (total_price NaN)"),
     (lambda o: o.update(total_price="Infinity"), "an amount is not a number (total_price Infinity)"),

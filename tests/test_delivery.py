@@ -644,17 +644,17 @@ def test_outbox_not_writable_fails_clearly_and_loses_nothing(tmp_path, small_sho
 
 def test_disk_full_leaves_no_partial_file_and_the_next_run_redoes_the_batch(tmp_path, small_shop):
     # RLIMIT_FSIZE: no file of the run may grow beyond LIMIT bytes (writing more fails with
-    # EFBIG; Python ignores SIGXFSZ). The orders' product names are made long so that the
-    # XML file is far larger than LIMIT while the state (a few hundred kB at most) is not.
+    # EFBIG; Python ignores SIGXFSZ). The orders' product names are made long (within the XSD's
+    # 255 characters) so that the XML file is larger than LIMIT while the state is not.
     from helpers import load_order, write_order
     shop = tmp_path / "shop"
-    shutil.copytree(small_shop, shop)
+    generate_fixture_dir(shop, 400, seed=11, unpaid_share=0.1, cancelled_share=0.1)
     for path in shop.glob("*.json"):
         order = load_order(path)
         for row in order["orderrows"]:
-            row["product_name"] = row["product_name"] + " – " + "lange omschrijving " * 250
+            row["product_name"] = (row["product_name"] + " – " + "lange omschrijving " * 13)[:250].strip()
         write_order(shop, path.name, order)
-    limit = 1_000_000
+    limit = 600_000
     mapping = make_mapping(tmp_path, per_file=500)
     env = base_env(tmp_path)
     state, outbox = tmp_path / "state.sqlite", tmp_path / "outbox"

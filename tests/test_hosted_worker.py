@@ -321,3 +321,18 @@ def test_a_hint_for_a_hosted_shop_is_kept_and_runs_it_if_it_wants_never_two_wait
     with psycopg.connect(pg_fresh_database) as conn:
         kept = conn.execute("SELECT split_part(mapping, '/', 1), count(*) FROM hints GROUP BY 1").fetchall()
     assert dict(kept) == {eager: 2, patient: 2}
+
+
+def test_a_master_key_rotation_reseals_every_shop(pg_fresh_database, shops, tmp_path):
+    env = hosted_env(tmp_path, pg_fresh_database)
+    mapper(env, "db", "upgrade")
+    shop = mapper({**env, "CCVSHOP_PUBLIC_KEY": "alpha-pub", "CCVSHOP_SECRET_KEY": "alpha-secret-key"},
+                  "shops", "add", "alpha", "--api-root", shops["alpha"].url).stdout.split()[-1]
+    new_key = "the-new-master-key-" + "z" * 30
+    rotating = {**env, "MAPPER_MASTER_KEY": new_key, "MAPPER_MASTER_KEY_OLD": MASTER}
+    assert "resealed the secrets of 1 shop(s)" in mapper(rotating, "shops", "reseal").stdout
+    only_new = {**env, "MAPPER_MASTER_KEY": new_key}
+    mapper(only_new, "shops", "run", shop, "--since", "2020-01-01")
+    mapper(only_new, "worker", "--until-idle")
+    listed = {s["id"]: s for s in json.loads(mapper(only_new, "shops", "list", "--json").stdout)}
+    assert listed[shop]["failures"] == 0 and delivered_numbers(tmp_path / "outboxes" / shop)

@@ -8,7 +8,7 @@ the master key can be any long random text (``secrets.token_urlsafe(32)``).
 
 Rotation: put the old master key(s) in ``MAPPER_MASTER_KEY_OLD`` (comma-separated) and the new
 one in ``MAPPER_MASTER_KEY``; everything still opens, and :meth:`SecretBox.reseal` (``mapper
-shops rekey``) seals each row again under the new key, after which the old one can go.
+shops reseal``) seals each row again under the new key, after which the old one can go.
 """
 
 from __future__ import annotations
