@@ -294,14 +294,19 @@ def _write_report(m, result, report: Optional[Path], box) -> None:
     """The run report: counts, files, quarantine reasons (order ids, never customer data)."""
     import json
     from engine.clock import now
-    from engine.expressions import Template
+    from engine.expressions import EvaluationError, Template
     target = report
     if target is None:
         template = (m.sink or {}).get("report")
         if not template:
             return
         stamp = now().strftime("%Y%m%dT%H%M%SZ")
-        target = Path(Template(template)({"run": {"id": result.run_id, "started": stamp}, "tables": m.tables}))
+        try:
+            target = Path(Template(template)({"run": {"id": result.run_id, "started": stamp}, "tables": m.tables}))
+        except EvaluationError as exc:   # the run's work is done: a report it cannot name is a warning
+            typer.echo(f"warning: could not name the run report (sink.report: {exc}); the run itself "
+                       f"is recorded in the state", err=True)
+            return
     body = {
         "mapping": m.name, "run_id": result.run_id, "outcome": result.outcome, "counts": result.counts,
         "outbox": str(box), "files": result.files,

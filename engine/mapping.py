@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from lxml import etree
 
@@ -249,6 +249,30 @@ def _load_located(file: Path, shown: str, text: str, environ, chain: tuple[Path,
     return merge(base, located)
 
 
+def _run_time_templates(d: dict) -> Iterator[tuple]:
+    """The templates the source and the sink render when a run needs them (request paths and
+    parameters, file and report names): their syntax is checked at load like every other."""
+    source = d.get("source") or {}
+    records = source.get("records") or {}
+    yield from _request_templates(("source", "records"), records)
+    for name, spec in (records.get("expand") or {}).items():
+        yield from _request_templates(("source", "records", "expand", name), spec or {})
+    if (source.get("lookup") or {}).get("path") is not None:
+        yield ("source", "lookup", "path")
+    sink = d.get("sink") or {}
+    if (sink.get("directory") or {}).get("name") is not None:
+        yield ("sink", "directory", "name")
+    if sink.get("report") is not None:
+        yield ("sink", "report")
+
+
+def _request_templates(base: tuple, spec: dict) -> Iterator[tuple]:
+    if spec.get("path") is not None:
+        yield base + ("path",)
+    for key in (spec.get("params") or {}):
+        yield base + ("params", key)
+
+
 #: the settings a mapping is meant to read without declaring them
 SETTING_PREFIXES = ("MAPPER_", "CCVSHOP_", "ASPERION_")
 #: a variable whose name says it holds a secret (or that the mapping declares one)
@@ -379,6 +403,8 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         if not xsd_path.exists():
             c.errors.append(located.error(("output", "xsd"), f"XSD file not found: {output['xsd']}",
                                           f"looked for {xsd_path}"))
+    for path in _run_time_templates(d):   # compiled where they are used; checked here, at load
+        c.tmpl(path)
     columns = [Column(col["title"], c.tmpl(("preview", "columns", i, "text")), c.expr(("preview", "columns", i, "amount")))
                for i, col in enumerate((d.get("preview") or {}).get("columns") or [])]
     let = [(k, c.expr(("let", k))) for k in (d.get("let") or {})]

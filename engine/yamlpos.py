@@ -22,6 +22,8 @@ from .errors import MappingError
 Path = tuple  # of str | int
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: what is left of a "${" once the well-formed ones are taken out: ${A:-b (no brace), ${A-B}, ${A:b}
+_MALFORMED = re.compile(r"\$\{[^}]{0,40}\}?")
 
 
 @dataclass
@@ -138,6 +140,11 @@ def load_yaml(text: str, file: str, environ: Mapping[str, str] | None = None) ->
                                             line=line, column=col,
                                             hint=f"export {name}=…, or write ${{{name}:-default}}"))
             located.env_names[path] = [m.group(1) for m in _ENV.finditer(value)]
+            bad = _MALFORMED.search(_ENV.sub("", value))
+            if bad:
+                line, col = located.values[path]
+                raise MappingError(f"malformed variable {bad.group(0)!r}", file=file, line=line, column=col,
+                                   hint="write ${NAME} or ${NAME:-default}")
             value = substitute_env(value, environ, on_missing)
             located.from_env.add(path)
             if not node.style and value != "":  # plain (libyaml says "", PyYAML None)

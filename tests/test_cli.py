@@ -61,9 +61,9 @@ def test_bad_date_option_exits_2():
     assert result.exit_code == 2 and "write YYYY-MM-DD" in result.output
 
 
-def test_missing_fixture_dir_is_a_clear_failure(tmp_path):
+def test_missing_fixture_dir_is_a_configuration_error(tmp_path):
     result = runner.invoke(cli.app, ["dry-run", str(MAPPING), "--fixtures", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "fixture directory not found" in result.output
+    assert result.exit_code == 2 and "fixture directory not found" in result.output
 
 
 def test_a_broken_order_file_is_quarantined_and_the_rest_delivered(tmp_path, frozen_clock):

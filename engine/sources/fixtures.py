@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import jsondecode
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class FixtureSource:
         self.id_of = id_of or (lambda record: str(record.get("id")))
         self.decode = decode or jsondecode.loads  # the mapping's projected decoder (engine/projection.py)
         if not self.directory.is_dir():
-            raise SourceError(f"fixture directory not found: {directory}",)
+            raise ConfigError(f"fixture directory not found: {directory}",
+                              hint="give --fixtures a directory of order .json files")
 
     def close(self) -> None:
         pass

@@ -46,8 +46,12 @@ def open_source(mapping, fixtures: str | Path | None = None):
     if not config.get("http"):
         raise MappingError("this mapping declares no source.http: give --fixtures DIR", file=str(mapping.file))
     from .http import HttpSource
+    from ..http.auth import AuthConfigError
+    from ..http.client import HttpConfigError
     try:
         return HttpSource(config, render)
+    except (HttpConfigError, AuthConfigError) as exc:   # the configuration is wrong: exit 2
+        raise MappingError(f"source: {exc}", file=str(mapping.file)) from None
     except http_errors() as exc:
         raise SourceError(f"cannot use the shop API: {exc}") from None
     except ValueError as exc:
