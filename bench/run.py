@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {ins['ratio_per_order']:.3f} (the engine's own process "
               f"{ins['engine_main_process_per_order_millions']:.2f} M, its XSD helper the rest); start-up engine {ins['start_millions']['engine']:,} M, "
               f"baseline {ins['start_millions']['baseline']:,} M")
-    print(f"targets: " + ", ".join(f"{k} {'ok' if v else ('n/a' if v is None else 'MISSED')}"
+    print("targets: " + ", ".join(f"{k} {'ok' if v else ('n/a' if v is None else 'MISSED')}"
                                    for k, v in results["targets_met"].items()))
     print(f"total {results['wall_seconds']:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

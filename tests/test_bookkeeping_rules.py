@@ -5,7 +5,6 @@ demo shop's orders with one thing changed, run through the real dry-run."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from decimal import Decimal

@@ -236,7 +236,7 @@ def test_filters(sim, orders):
     assert ids(f"min_create_date={day}&max_create_date={day}") == exp  # inclusive whole day
     exact = o["create_date"]
     assert ids(f"min_create_date={exact}&max_create_date={exact}") == [o["id"]]
-    assert ids(f"is_completed=false") == []
+    assert ids("is_completed=false") == []
     assert ids("unknown_param=1") == all_ids
 
 

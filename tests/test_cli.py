@@ -1,12 +1,10 @@
 """The commands as a user runs them: real files, real exit codes, nothing written but --out."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 import cli

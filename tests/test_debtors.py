@@ -1,13 +1,12 @@
 """Debtor matching that remembers across runs: the register of keyed e-mail hashes."""
 
-import shutil
 
 import pytest
 from lxml import etree
 from typer.testing import CliRunner
 
 import cli
-from conftest import FIXTURES, MAPPING, ROOT
+from conftest import FIXTURES, MAPPING
 from engine.debtors import Numbering, RegisterMatcher, import_debtors, key_hash
 from engine.state import open_state
 from helpers import load_order, write_order

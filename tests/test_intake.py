@@ -5,8 +5,6 @@ re-checks paid orders over a look-back window, and `mapper listen` turns webhook
 hints that the next run re-fetches through the signed API before they count.
 """
 
-import copy
-import json
 import socket
 import subprocess
 import sys
@@ -178,7 +176,7 @@ def test_malformed_webhooks_get_4xx_and_the_listener_survives(listener, body, st
 def test_rows_missing_for_one_order_quarantine_it_and_the_rest_go_out(shop, env):
     sim, recent, _ = shop
     victim = recent[0]
-    fault = sim.inject("5xx", status=404, path_contains=f"/orders/{victim['id']}/orderrows")
+    sim.inject("5xx", status=404, path_contains=f"/orders/{victim['id']}/orderrows")
     result = _run(env)
     assert result.exit_code == 3
     assert f"quarantined: order {victim['id']} (id {victim['id']}): record {victim['id']}:" in result.output

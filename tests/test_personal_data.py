@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import FIXTURES, MAPPING, ROOT
 from helpers import load_order, write_order

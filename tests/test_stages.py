@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import random
 from decimal import Decimal
 
@@ -22,7 +21,7 @@ from conftest import FIXTURES, MAPPING
 from engine import jsondecode
 from engine.expressions import compile_expression, compile_template
 from engine.invoice import Line
-from engine.mapping import Check, Column, Flag, load_mapping
+from engine.mapping import Check, Flag, load_mapping
 from engine.pipeline import Converted, Converter, Excluded, Quarantined
 from engine.stages import compile_stages
 
