@@ -242,6 +242,11 @@ class Converter:
             raise Refused("paid is not true or false")
         if o["total_price"] > 250000 or o["total_price"] < 0:
             raise Refused("beyond the limit, or negative")
+        for r in rows:   # invoice.lines.limits
+            count, price = Decimal(str(r["count"])), r["total_price"]
+            if (count == 0 and price != 0) or count < 0 < price or price < 0 < count \
+                    or abs(count) > 10000 or abs(price) > 100000:
+                raise Refused("a row that makes no sense")
         # checks: how CCV composes the order's totals
         total_price, row_total = o["total_price"], o["total_orderrow_price"]
         shipping, pay_costs, extra = o["total_shipping"], o["paymethod_costs"], o["extra_costs"]

@@ -70,6 +70,27 @@ def _euro(value: Decimal) -> str:
     return f"€{money.plain(value)}"
 
 
+def _count(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _check_row(number: int, description: str, quantity: Decimal, amount: Decimal,
+               limits: dict[str, Decimal]) -> None:
+    """A goods row that makes no sense is not booked (``invoice.lines.limits`` declared)."""
+    what = f"row {number} ({description})"
+    if quantity == 0 and amount != 0:
+        raise OrderError(f"{what}: quantity 0 but an amount of {_euro(amount)}", field="invoice.lines.quantity")
+    if (quantity < 0 < amount) or (amount < 0 < quantity):
+        raise OrderError(f"{what}: quantity {_count(quantity)} with an amount of {_euro(amount)}: one of them "
+                         f"has the wrong sign (a return belongs in a credit note)", field="invoice.lines.quantity")
+    if "max_quantity" in limits and abs(quantity) > limits["max_quantity"]:
+        raise OrderError(f"{what}: quantity {_count(quantity)} is beyond the declared limit of "
+                         f"{_count(limits['max_quantity'])} (invoice.lines.limits)", field="invoice.lines.quantity")
+    if "max_amount" in limits and abs(amount) > limits["max_amount"]:
+        raise OrderError(f"{what}: an amount of {_euro(amount)} is beyond the declared limit of "
+                         f"{_euro(limits['max_amount'])} (invoice.lines.limits)", field="invoice.lines.amount")
+
+
 def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) -> Invoice:
     """Compute the invoice for one record. ``code``: the spec's values as generated functions
     (engine/stages.py, ``InvoiceCode``); ``vat_classes(rate, date) -> (class, flag)``."""
@@ -92,9 +113,12 @@ def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) 
     weights: dict[Decimal, Decimal] = {}
     row_ctx = dict(ctx)
     row_values = code.row
-    for item in items:
+    limits = rows_spec.get("limits")
+    for number, item in enumerate(items, start=1):
         row_ctx[name] = item
         amount, rate, description, article_code, quantity = row_values(row_ctx)
+        if limits is not None:
+            _check_row(number, description, quantity, amount, limits)
         line = Line("row", description, article_code, quantity, rate)
         line.incl = amount  # the charged amount, on whichever side; settled in _settle_vat
         lines.append(line)

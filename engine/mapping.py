@@ -348,6 +348,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
             "quantity": c.expr(("invoice", "lines", "quantity")),
             "amount": c.expr(("invoice", "lines", "amount")),
             "rate": c.expr(("invoice", "lines", "rate")),
+            "limits": {k: Decimal(str(v)) for k, v in (lines.get("limits") or {}).items()} or None,
         },
         "charges": [Term(c.tmpl(("invoice", "charges", i, "label")), c.expr(("invoice", "charges", i, "amount")))
                     for i in range(len(inv.get("charges") or []))],

@@ -104,6 +104,8 @@ lines = obj({
     "description": t("Line text"), "article_code": t("Article code"),
     "quantity": e("Quantity (may be fractional or negative)"), "amount": e("The row's total as charged"),
     "rate": e("The row's VAT percentage"),
+    "limits": obj({"max_quantity": num, "max_amount": num},
+                  desc="Rows that make no sense quarantine the order: quantity 0 with an amount, quantity and amount of opposite signs, and a quantity or amount (either sign) beyond these limits."),
 }, ["each", "description", "quantity", "amount", "rate"], "The goods rows.")
 term = obj({"label": t("Line text"), "amount": e("The amount as charged; zero gives no line")}, ["label", "amount"])
 invoice = obj({

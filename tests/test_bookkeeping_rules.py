@@ -79,6 +79,10 @@ def _rows(order, **values):
 
 @pytest.mark.parametrize("change, reason", [
     (lambda o: o.update(paid="yes"), "paid flag is yes (text)"),
+    (lambda o: o["orderrows"][0].update(count=0), "row 1 (T-shirt basic wit): quantity 0 but an amount of €"),
+    (lambda o: o["orderrows"][0].update(count="0"), "quantity 0 but an amount"),          # text, as CCV may send
+    (lambda o: o["orderrows"][0].update(count=-1), "quantity -1 with an amount of €29.90: one of them has the wrong sign"),
+    (lambda o: o["orderrows"][0].update(count=Decimal(10) ** 6), "quantity 1000000 is beyond the declared limit of 10000"),
     (lambda o: o.update(total_price=Decimal("-10.00")), "order total is negative (€-10.00)"),
     (lambda o: o.update(total_price=Decimal("1e400")), "beyond the declared limit"),
     (lambda o: o["orderrows"][0].update(total_price="NaN"), "a number and text"),
