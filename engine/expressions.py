@@ -29,7 +29,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Callable
@@ -197,8 +197,25 @@ def join_bounded(parts: Iterable[Any]) -> str:
     return "".join(texts)
 
 
+def timed_iter(iterable: Any) -> Iterator[Any]:
+    """What a ``{% for %}`` loop walks: ``iterable``, with the time budget checked at every
+    step (a loop over a list or a text has no call the sandbox would see)."""
+    for value in iterable:
+        check_time()
+        yield value
+
+
 class _CodeGenerator(jinja2.compiler.CodeGenerator):
-    """Jinja's code generator with ``~`` bounded (:func:`join_bounded`)."""
+    """Jinja's code generator with ``~`` bounded (:func:`join_bounded`) and every
+    ``{% for %}`` loop on the clock (:func:`timed_iter`)."""
+
+    def visit_For(self, node: nodes.For, frame) -> None:
+        it = node.iter
+        if not (isinstance(it, nodes.Call) and isinstance(it.node, nodes.EnvironmentAttribute)
+                and it.node.name == "timed_iter"):
+            node.iter = nodes.Call(nodes.EnvironmentAttribute("timed_iter", lineno=it.lineno), [it], [], None, None,
+                                   lineno=it.lineno)
+        super().visit_For(node, frame)
 
     def visit_Concat(self, node: nodes.Concat, frame) -> None:
         self.write("environment.join_bounded((")
@@ -222,6 +239,7 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
     code_generator_class = _CodeGenerator
     join_bounded = staticmethod(join_bounded)
+    timed_iter = staticmethod(timed_iter)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, type) and issubclass(obj, _MUTABLE_TYPES):

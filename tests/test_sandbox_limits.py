@@ -109,3 +109,20 @@ def test_a_secret_outside_an_auth_block_is_a_load_error(tmp_path, name, monkeypa
         load_mapping(mapping)
     assert f"${{{name}}} holds a secret and may only be used in source.http.auth" in str(err.value)
     assert "do-not-print-me" not in str(err.value)
+
+
+@pytest.mark.parametrize("walked", ["'x' * 100000", "[1] * 100000"])
+def test_nested_loops_over_a_text_or_list_run_out_of_time_too(tmp_path, walked):
+    # before: a for loop over a text or list asked the sandbox nothing (no call, no range),
+    # so the time budget was never checked and the run hung, holding the lock
+    slow = (f"{{% if record.id == {VICTIM} %}}{{% set l = {walked} %}}{{% for a in l %}}{{% for b in l %}}"
+            f"{{% endfor %}}{{% endfor %}}{{% endif %}}Bestelling {{{{ record.ordernumber_full }}}}")
+    mapping = variant(tmp_path, slow, "\nlimits: {seconds_per_record: 0.5}\n")
+    try:
+        result = run(tmp_path, mapping)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung: a for loop over a list is not on the clock")
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    line = quarantine_line(result)
+    assert "time budget of 0.5 s" in line and "limits.seconds_per_record" in line
+    assert list((tmp_path / "out").glob("*.xml"))                       # the others went out
