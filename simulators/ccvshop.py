@@ -8,6 +8,10 @@ Usage in tests::
     with CCVShopSimulator(orders=load_fixture_dir(path)) as sim:
         requests.get(sim.url + "/api/rest/v1/orders", headers=signed_headers(...))
 
+Invoices and returns (§9, read-only, for credit notes): ``sim.add_invoice({...})`` (``type``
+debit or credit) and ``sim.add_return({...})`` seed ``GET /invoices`` and ``GET /returns``;
+``sim.set_return_status(id, 8)`` credits a return and fires ``returns.updated``.
+
 CLI::
 
     python -m simulators.ccvshop --generate 500 --port 8765

@@ -70,12 +70,16 @@ def test_invoice_by_id_and_unknown_id(sim):
 
 def test_returns_credited_status_filter_and_webhook_hint(sim):
     s, _, o2 = sim
+    s.subscribe("returns.updated", "http://127.0.0.1:9/hook")  # nobody listens: logged, not lost
     assert jload(call(s, "GET", f"{API}/returns?status=8"))["items"] == []
     s.set_return_status(91, 8)
     credited = jload(call(s, "GET", f"{API}/returns?status=8"))["items"]
     assert [(r["id"], r["order_id"], r["status"]) for r in credited] == [(91, o2["id"], 8)]
     one = jload(call(s, "GET", f"{API}/returns/91"))
     assert one["status"] == 8
+    s.wait_webhooks()
+    [hint] = [e for e in s.webhook_log if e["event"] == "returns.updated"]
+    assert b'"return_id":91' in hint["body"] and f'"id":{o2["id"]}'.encode() in hint["body"]
 
 
 def test_invoices_and_returns_are_read_only(sim):
