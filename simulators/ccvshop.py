@@ -8,6 +8,10 @@ Usage in tests::
     with CCVShopSimulator(orders=load_fixture_dir(path)) as sim:
         requests.get(sim.url + "/api/rest/v1/orders", headers=signed_headers(...))
 
+Invoices and returns (§9, read-only, for credit notes): ``sim.add_invoice({...})`` (``type``
+debit or credit) and ``sim.add_return({...})`` seed ``GET /invoices`` and ``GET /returns``;
+``sim.set_return_status(id, 8)`` credits a return and fires ``returns.updated``.
+
 CLI::
 
     python -m simulators.ccvshop --generate 500 --port 8765
@@ -43,6 +47,10 @@ WRITE_LIMIT_PER_MINUTE = 100  # §7 [likely]
 FAULT_KINDS = ("5xx", "slow", "truncated", "429", "drop")
 ORDER_SUBCOLLECTIONS = ("ordernotes", "ordermessages", "ordernotifications",
                         "orderaffiliatenetworks", "orderlabels", "invoices")
+BILLING_COLLECTIONS = ("invoices", "returns")  # §9, read-only
+INVOICE_TYPES = ("debit", "credit")
+INVOICE_STATUSES = ("paid", "unpaid", "reimbursed")
+RETURN_STATUS_COMPLETED, RETURN_STATUS_CREDITED = 7, 8
 WEBHOOK_EVENTS = ("orders.created", "orders.updated.ispaid", "orders.updated.status",
                   "orders.updated.trackandtrace", "returns.created", "returns.updated",
                   "returns.deleted")
@@ -173,6 +181,8 @@ class CCVShopSimulator(Simulator):
         self._webhooks: dict[int, dict] = {}
         self._next_webhook_id = 1
         self._webhook_threads: list[threading.Thread] = []
+        self._invoices: dict[int, dict] = {}  # §9: id -> invoice (debit or credit)
+        self._returns: dict[int, dict] = {}  # §9: id -> return (read-only in the API)
         for o in orders:
             self.add_order(o)
 
@@ -207,6 +217,50 @@ class CCVShopSimulator(Simulator):
     def order_ids(self) -> list[int]:
         with self._lock:
             return sorted(self._orders)
+
+    def add_invoice(self, invoice: dict) -> dict:
+        """Add (or replace) an invoice of §9: needs ``id``, ``order_id``, ``type`` (debit or
+        credit), ``total_price_inc_tax`` and ``total_price_exc_tax``; ``ordernumber`` is taken
+        from the order, ``status`` defaults to paid (credit: reimbursed), ``create_date`` to the
+        clock, ``invoicenumber_full`` to ``"<prefix>-<id>"``.  Returns the stored copy."""
+        inv = _copy(invoice)
+        if inv.get("type") not in INVOICE_TYPES:
+            raise ValueError(f"invoice type must be one of {INVOICE_TYPES}, got {inv.get('type')!r}")
+        oid = int(inv["order_id"])
+        with self._lock:
+            order = self._orders.get(oid)
+            if order is None:
+                raise ValueError(f"invoice {inv.get('id')!r}: no order {oid} in the simulator")
+            inv.setdefault("ordernumber", order.get("ordernumber"))
+            inv.setdefault("status", "reimbursed" if inv["type"] == "credit" else "paid")
+            if inv["status"] not in INVOICE_STATUSES:
+                raise ValueError(f"invoice status must be one of {INVOICE_STATUSES}")
+            inv.setdefault("create_date", _fmt_date(self.clock()))
+            prefix = order.get("invoicenumber_prefix") or "F"
+            inv.setdefault("invoicenumber_full", f"{prefix}-{inv['id']}")
+            self._invoices[int(inv["id"])] = inv
+            return _copy(inv)
+
+    def add_return(self, ret: dict) -> dict:
+        """Add (or replace) a return of §9: needs ``id`` and ``order_id``; ``status`` 7
+        (Completed) or 8 (Credited), default 7; ``create_date`` defaults to the clock."""
+        r = _copy(ret)
+        oid = int(r["order_id"])
+        with self._lock:
+            if oid not in self._orders:
+                raise ValueError(f"return {r.get('id')!r}: no order {oid} in the simulator")
+            r.setdefault("status", RETURN_STATUS_COMPLETED)
+            r.setdefault("create_date", _fmt_date(self.clock()))
+            self._returns[int(r["id"])] = r
+            return _copy(r)
+
+    def set_return_status(self, return_id: int, status: int) -> None:
+        """Change a return's status (e.g. to 8, Credited) and fire ``returns.updated``."""
+        with self._lock:
+            r = self._returns[int(return_id)]
+            r["status"] = status
+            order = dict(self._orders[int(r["order_id"])])
+        self._fire("returns.updated", order, {"return_id": r["id"], "status": status})
 
     def _invalidate(self, oid: int) -> None:
         for k in [k for k in self._cache if k[0] == oid]:
@@ -449,10 +503,13 @@ class CCVShopSimulator(Simulator):
                 raise ApiError(404, "404.20", f"Unknown resource {path!r}")
             parts = [p for p in path[len(API_PREFIX):].split("/") if p != ""]
             segment = parts[0] if parts else ""
-            if segment not in ("orders", "orderrows", "webhooks"):
+            if segment not in ("orders", "orderrows", "webhooks") + BILLING_COLLECTIONS:
                 raise ApiError(404, "404.20", f"Unknown resource {segment!r}")
             self._rate_check(public, method, segment)
-            status, payload = self._route(h, method, parts, target, query, body)
+            if segment in BILLING_COLLECTIONS:
+                status, payload = self._route_billing(h, method, parts, target, query)
+            else:
+                status, payload = self._route(h, method, parts, target, query, body)
         except _RateLimited as e:
             headers = {}
             if self.retry_after:  # simulator extension, never sent by CCV
@@ -591,6 +648,64 @@ class CCVShopSimulator(Simulator):
                     return 204, ""
             raise _not_allowed(method, target)
         raise ApiError(404, "404.20", f"Unknown resource {'/'.join(parts)!r}")
+
+    def _route_billing(self, h, method: str, parts: list[str], target: str,
+                       query: str) -> tuple[int, str]:
+        """§9: ``GET /invoices`` and ``GET /returns`` (lists with filters), and one by id."""
+        base = self._base_for(h)
+        seg = parts[0]
+        if method != "GET":
+            raise _not_allowed(method, target)
+        store = self._invoices if seg == "invoices" else self._returns
+        what = "Invoice" if seg == "invoices" else "Return"
+        if len(parts) == 2:
+            iid = _parse_id(parts[1], what)
+            with self._lock:
+                if iid not in store:
+                    raise ApiError(500, "500.24", f"{what} {parts[1]} not found")
+                item = _copy(store[iid])
+            return 200, dumps_ccv(self._billing_view(seg, item, base))
+        if len(parts) != 1:
+            raise ApiError(404, "404.20", f"Unknown resource {'/'.join(parts)!r}")
+        q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        try:
+            dmin = _parse_filter_date(q["min_create_date"], False) if "min_create_date" in q else None
+            dmax = _parse_filter_date(q["max_create_date"], True) if "max_create_date" in q else None
+            status = q.get("status")
+            if seg == "returns" and status is not None:
+                status = int(status)
+        except ValueError as e:
+            raise ApiError(400, "400.10", f"Bad query value: {e}") from None
+        if seg == "invoices" and status is not None and status not in INVOICE_STATUSES:
+            raise ApiError(400, "400.10", f"Bad query value: status={status!r}")
+        with self._lock:
+            items = [_copy(store[k]) for k in sorted(store)]
+        sel = []
+        for it in items:
+            if status is not None and it.get("status") != status:
+                continue
+            if "ordernumber" in q and str(it.get("ordernumber")) != q["ordernumber"].strip():
+                continue
+            if "invoicenumber_full" in q and it.get("invoicenumber_full") != q["invoicenumber_full"]:
+                continue
+            if "type" in q and it.get("type") != q["type"]:
+                continue
+            if "order_id" in q and str(it.get("order_id")) != q["order_id"].strip():
+                continue
+            ts = parse_x_date(str(it.get("create_date") or ""))
+            if dmin is not None and (ts is None or ts < dmin):
+                continue
+            if dmax is not None and (ts is None or ts > dmax):
+                continue
+            sel.append(dumps_ccv(self._billing_view(seg, it, base)))
+        return 200, self._paged(base, target, query, sel)
+
+    @staticmethod
+    def _billing_view(seg: str, item: dict, base: str) -> dict:
+        view = {"href": f"{base}/api/rest/v1/{seg}/{item['id']}"}
+        view.update(item)
+        view["order"] = {"href": f"{base}/api/rest/v1/orders/{item['order_id']}"}
+        return view
 
     def _patch_from_body(self, oid: int, body: bytes) -> None:
         data = _json_body(body)
