@@ -172,6 +172,10 @@ def local_date(value: Any) -> str:
     return dt.astimezone(AMSTERDAM).date().isoformat()
 
 
+def quarter(day: str) -> str:
+    return f"{day[:4]}-Q{(int(day[5:7]) - 1) // 3 + 1}"
+
+
 def vat_class(rate: Decimal, day: str, intra: Any, country: str) -> tuple[str, str | None]:
     if rate == 21:
         return "Hoog", None
@@ -222,6 +226,7 @@ class Converter:
     def __init__(self, schema: etree.XMLSchema):
         self.schema = schema
         self.debtors: dict[str, tuple[str, str]] = {}  # e-mail -> (debtor number, folded name)
+        self.quarter_now = quarter(now().astimezone(AMSTERDAM).date().isoformat())
 
     def convert(self, o: dict) -> tuple[etree._Element, list[str], list[Any]] | None:
         """The Order element, flags and preview row; None when the order does not count."""
@@ -261,6 +266,9 @@ class Converter:
                 and o["total_tax"] == 0 and o["total_price"] != 0:
             raise Refused("0% VAT to a consumer in another EU country")
         flags = []
+        if quarter(day) < self.quarter_now:
+            flags.append(f"created in {quarter(day)}, booked in {self.quarter_now}: that quarter's VAT return "
+                         f"is probably filed already")
         if (o["currency"] or "EUR") != "EUR":
             flags.append(f"an order in {o['currency']}: Asperion books in euros, check the amounts and the exchange rate")
         if (customer["btw"] or "") != "" and not o["is_intra_community_order"] and country != "NL":

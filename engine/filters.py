@@ -129,6 +129,13 @@ def local_date(value: object, zone: str = "Europe/Amsterdam") -> str:
     return parse_datetime(value).astimezone(_zone(zone)).date().isoformat()
 
 
+def quarter(value: object) -> str:
+    """The calendar quarter of a ``YYYY-MM-DD`` date or a timestamp: ``'2026-02-14' | quarter``
+    is ``2026-Q1`` (VAT periods; the texts sort as the quarters do)."""
+    day = date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else parse_datetime(value).date()
+    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+
+
 def date_format(value: object, fmt: str = "%d-%m-%Y") -> str:
     """Reformat a ``YYYY-MM-DD`` date or a timestamp: ``'2014-12-21' | date_format('%m-%Y')``."""
     if isinstance(value, str) and len(value) == 10:
@@ -194,6 +201,7 @@ FILTERS = {
     "quantity": quantity,
     "dutch_money": dutch_money,
     "local_date": local_date,
+    "quarter": quarter,
     "date_format": date_format,
     "utc_timestamp": utc_timestamp,
     "postcode": postcode,

@@ -15,6 +15,7 @@ from itertools import chain, islice
 from typing import Any, Iterable, Iterator
 
 from . import evaluate
+from .clock import now as clock_now
 from .customers import DebtorMatcher, InFileMatcher
 from .document import record_level
 from .errors import OrderError, in_words
@@ -67,6 +68,9 @@ class Converter:
         self._write = None
         self._check_later = False  # convert_all has the XSD check done in its helper process
         self._stages = compile_stages(mapping)
+        #: ``now`` in every template: the moment of this run (UTC, as the shop's timestamps), so
+        #: a mapping can judge an order by the run's date (MAPPER_NOW makes it reproducible)
+        self._now = clock_now().strftime("%Y-%m-%dT%H:%M:%SZ")
         if mapping.record_element is not None:
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 
@@ -74,7 +78,7 @@ class Converter:
         if isinstance(record, BrokenRecord):
             return Quarantined(record.source_name, record.source_name, record.reason)
         m = self.mapping
-        ctx: dict[str, Any] = {"record": record, "tables": m.tables}
+        ctx: dict[str, Any] = {"record": record, "tables": m.tables, "now": self._now}
         try:
             shop_id = str(m.record_id(ctx))
         except EvaluationError as exc:

@@ -108,3 +108,19 @@ def test_a_name_over_the_declared_length_is_quarantined_not_cut(tmp_path):
     line = quarantined(stdout, order_id)
     assert "Name" in line and ("length" in line or "long" in line), line
     assert "Jansen Jansen" not in line                      # the value itself is not shown
+
+
+@pytest.mark.parametrize("created, now, flagged", [
+    ("2026-03-31T21:59:00Z", "2026-04-02T08:00:00Z", "created in 2026-Q1, booked in 2026-Q2"),
+    ("2026-03-31T22:30:00Z", "2026-04-02T08:00:00Z", None),      # 00:30 on 1 April in Amsterdam: Q2
+    ("2026-11-02T10:00:00Z", "2026-11-26T21:00:00Z", None),
+    ("2025-12-20T10:00:00Z", "2026-01-05T08:00:00Z", "created in 2025-Q4, booked in 2026-Q1"),
+])
+def test_an_order_from_an_earlier_vat_quarter_is_flagged(tmp_path, monkeypatch, created, now, flagged):
+    monkeypatch.setenv("MAPPER_NOW", now)
+    stdout, _ = dry_run(tmp_path, PLAIN, lambda o: o.update(create_date=created))
+    late = [l for l in stdout.splitlines() if "VAT return is probably filed" in l]
+    if flagged:
+        assert len(late) == 1 and flagged in late[0], late
+    else:
+        assert late == []
