@@ -76,7 +76,11 @@ class Outbox:
             return
         import fcntl
         path = self.directory / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:      # e.g. the lock file replaced by a symbolic link
+            raise DeliveryError(f"cannot lock the outbox: {path}: {exc.strerror}; remove it if it is "
+                                f"not a plain file") from None
         deadline = time.monotonic() + max(0.0, self.wait_seconds)
         while True:
             try:

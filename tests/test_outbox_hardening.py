@@ -195,3 +195,13 @@ def test_state_in_an_unwritable_directory_is_one_clear_line(tmp_path, shop):
     assert "Traceback" not in ran.stderr
     [line] = ran.stderr.strip().splitlines()
     assert line.startswith("error: cannot create the state database") and "give a --state path" in line
+
+
+def test_a_lock_file_replaced_by_a_symlink_is_one_clear_line(tmp_path, shop):
+    outbox = tmp_path / "outbox"
+    outbox.mkdir(mode=0o700)
+    (outbox / LOCK_NAME).symlink_to(tmp_path / "elsewhere")
+    ran = mapper(run_cmd(make_mapping(tmp_path), tmp_path / "s.sqlite", outbox, fixtures=shop),
+                 base_env(tmp_path), tmp_path)
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert "cannot lock the outbox" in ran.stderr and not (tmp_path / "elsewhere").exists()
