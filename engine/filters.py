@@ -332,17 +332,10 @@ TESTS = {
 }
 
 
-def clean_xml_text(text: str, replacements: dict[str, str]) -> str:
-    """What every text in the output goes through: plain quotes, no forbidden characters."""
-    for old, new in replacements.items():
-        if old in text:
-            text = text.replace(old, new)
-    return strip_control(text).strip()
-
-
 def xml_cleaner(replacements: dict[str, str], escape: Callable[[str], str] | None = None):
-    """``clean_xml_text`` for one replacement table, as a one-argument function (faster);
-    with ``escape``, a cleaned text holding ``& < >`` or a carriage return goes through it."""
+    """What every text in the output goes through, for one replacement table: the replacements
+    (plain quotes), no characters XML forbids, stripped; with ``escape``, a cleaned text holding
+    ``& < >`` or a carriage return goes through it."""
     items = tuple(replacements.items())
     skip_ascii = replaces_only_non_ascii(replacements)
 

@@ -21,7 +21,7 @@ from .errors import MappingError, MappingErrors
 from .expressions import Expression, Template, compile_expression, compile_template
 from .filters import DEFAULT_REPLACEMENTS
 from .resources import mappings_dir, resolve_mapping, resolve_relative, schemas_dir
-from .yamlpos import Located, load_yaml, merge
+from .yamlpos import Located, dotted, load_yaml, merge
 
 
 @dataclass
@@ -147,7 +147,7 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_expression(value, file=self.located.file_of(path), line=line, column=col, field=_dotted(path))
+            return compile_expression(value, file=self.located.file_of(path), line=line, column=col, field=dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
@@ -158,7 +158,7 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_template(value, file=self.located.file_of(path), line=line, column=col, field=_dotted(path))
+            return compile_template(value, file=self.located.file_of(path), line=line, column=col, field=dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
@@ -191,7 +191,7 @@ class _Compiler:
             bindings=[(k, self.expr(path + ("with", k))) for k in (spec.get("with") or {})],
             optional=bool(spec.get("optional")),
             records=bool(spec.get("records")),
-            path=_dotted(path),
+            path=dotted(path),
         )
         if el.records and not in_document:
             self.errors.append(self.located.error(path + ("records",), "records: true belongs in output.document, not in output.record"))
@@ -203,12 +203,6 @@ class _Compiler:
             self.errors.append(self.located.error(path + ("element",), f"'{el.name}' is not a valid XML element name"))
         return el
 
-
-def _dotted(path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
 
 
 def _check_around_records(el: Element, path, located: Located, errors: list) -> None:

@@ -12,7 +12,7 @@ from jsonschema.exceptions import ValidationError
 
 from .errors import MappingError
 from .resources import mapping_schema_path
-from .yamlpos import Located
+from .yamlpos import Located, dotted
 
 _TYPE_NAMES = {"string": "text", "object": "a mapping of keys", "array": "a list", "integer": "a whole number",
                "number": "a number", "boolean": "true or false", "null": "empty"}
@@ -51,10 +51,7 @@ def _kinds(alternatives) -> list[str]:
 
 
 def _dotted(path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
+    return dotted(path) or "(top level)"
 
 
 def _describe(value, path, located: Located) -> str:

@@ -198,3 +198,11 @@ def merge(base: Located, child: Located) -> Located:
                    if p in base.values and p not in child.values}
     out.origins.update({p: child.origins[p] for p in child.origins})
     return out
+
+
+def dotted(path: Path) -> str:
+    """A path as people write it: ``invoice.lines[0].amount`` (empty for the top level)."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out

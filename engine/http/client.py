@@ -341,10 +341,6 @@ class HttpClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def url_for(self, target: str, params: Params = None) -> str:
-        """The absolute URL that :meth:`request` would send for ``target`` + ``params``."""
-        return self._build(target, params)[0]
-
     def get(self, target: str, params: Params = None, *, allow_missing: bool = False) -> Any:
         return self.request("GET", target, params, allow_missing=allow_missing)
 

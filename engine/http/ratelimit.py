@@ -131,9 +131,3 @@ class SlidingWindowLimiter:
         with self._lock:
             self._blocked_until[resource] = max(until, self._blocked_until.get(resource, until))
 
-    def recent(self, resource: str) -> int:
-        """How many requests on ``resource`` currently count against the limit."""
-        with self._lock:
-            now = self._clock()
-            return sum(1 for s in self._logs.get(resource, ())
-                       if s.end is None or s.end + self.per_seconds > now)
