@@ -125,3 +125,22 @@ def test_mapper_run_with_its_state_in_postgresql(pg_url, tmp_path):
         assert s.last_runs(M)[0].counts.get("delivered", 0) == 0
         total = s._db().execute("SELECT COUNT(*) FROM batch_orders WHERE live = 1").fetchone()[0]
     assert total == delivered
+
+
+def test_a_pooled_store_borrows_its_connection_and_gives_it_back(pg_url):
+    from psycopg_pool import ConnectionPool
+    open_state(pg_url).close()                                 # the schema, as `db upgrade` leaves it
+    with ConnectionPool(pg_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True) as pool:
+        for i in range(5):                                     # more stores than connections
+            with PostgresStateStore(pg_url, pool=pool) as s:
+                s.add_hint(M, str(i), "e", T0)
+        assert pool.get_stats()["pool_size"] <= 2
+        with pytest.raises(ValueError, match="pooled state store is writable"):
+            PostgresStateStore(pg_url, pool=pool, readonly=True)
+        with PostgresStateStore(pg_url, pool=pool) as s:
+            assert sorted(h.shop_id for h in s.hints(M)) == ["0", "1", "2", "3", "4"]
+            with pytest.raises(StateError):
+                with s._write("fail on purpose"):
+                    s._db().execute("SELECT * FROM no_such_table")
+        with PostgresStateStore(pg_url, pool=pool) as s:       # the connection came back usable
+            assert len(s.hints(M)) == 5

@@ -44,6 +44,7 @@ log = logging.getLogger("mapper.worker")
 RUN_TASK = "mapper.run_shop"
 KEEP_FINISHED_JOBS = timedelta(days=7)
 RECORD_ATTEMPTS = 6                              # about half a minute of a database away
+POOL_SIZE = 8                                    # state connections a worker process keeps at most
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,21 @@ class _Context:
     def __init__(self, settings: HostedSettings, box: SecretBox):
         self.settings, self.box = settings, box
         self._compiled: CompiledMapping | None = None
+        self._pool = None
         self._lock = threading.Lock()
+
+    def store(self):
+        """A writable state store on a connection of this process's pool (psycopg_pool): a
+        job borrows one and gives it back, instead of connecting anew."""
+        from psycopg_pool import ConnectionPool
+        from ..state.postgres import PostgresStateStore
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(self.settings.database, min_size=1, max_size=POOL_SIZE,
+                                            kwargs={"autocommit": True, "application_name": "mapper worker"},
+                                            check=ConnectionPool.check_connection,   # a restart leaves dead ones
+                                            open=True, name="mapper-state")
+        return PostgresStateStore(self.settings.database, pool=self._pool)
 
     @property
     def compiled(self) -> CompiledMapping:
@@ -101,7 +116,7 @@ class _Context:
         for a while, so that a database that restarts mid-run still hears of it.
         """
         try:
-            with open_state(self.settings.database) as store:
+            with self.store() as store:
                 result = run_shop(shop_id, store=store, registry=ShopRegistry(store, self.box),
                                   compiled=self.compiled, outbox_root=self.settings.outbox,
                                   since=date.fromisoformat(since) if since else None,
@@ -192,7 +207,7 @@ async def tick_once(app) -> int:
     ctx = _ctx()
 
     def claim() -> list[str]:
-        with open_state(ctx.settings.database) as store:
+        with ctx.store() as store:
             return ShopRegistry(store, ctx.box).claim_due(clock_now())
 
     due = await asyncio.to_thread(claim)

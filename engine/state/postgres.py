@@ -83,8 +83,9 @@ class _Connection:
     ``?`` into psycopg's ``%s`` is exact.
     """
 
-    def __init__(self, conn: Any, location: str):
-        self.raw, self.location = conn, location
+    def __init__(self, conn: Any, location: str, pool: Any = None):
+        """``pool``: the connection is borrowed from it and given back on close."""
+        self.raw, self.location, self.pool = conn, location, pool
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -115,16 +116,27 @@ class _Connection:
         return status not in (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.UNKNOWN)
 
     def close(self) -> None:
-        self.raw.close()
+        if self.pool is None:
+            self.raw.close()
+            return
+        if self.in_transaction:            # never hand back a connection inside a transaction
+            with contextlib.suppress(psycopg.Error):
+                self.raw.execute("ROLLBACK")
+        self.pool.putconn(self.raw)        # the pool drops it if it is broken
 
 
 class PostgresStateStore(SQLiteStateStore):
     _integrity_error = _pg_errors.IntegrityError if _pg_errors is not None else Exception
 
     def __init__(self, url: str, *, readonly: bool = False, connect_timeout: float = 10.0,
-                 schema_version: int | None = None):
+                 schema_version: int | None = None, pool: Any = None):
         """``url`` is a libpq URL (``postgresql://user@host/db``); ``schema_version`` stops
-        migrating at that version (for tests of upgrades)."""
+        migrating at that version (for tests of upgrades); ``pool``: a psycopg_pool
+        ``ConnectionPool`` (autocommit connections) to borrow the connection from, as a worker
+        does for every job (writable stores only: a read-only session setting would outlive
+        the store in the pool)."""
+        if pool is not None and readonly:
+            raise ValueError("a pooled state store is writable")
         if psycopg is None:
             raise StateError("the PostgreSQL state needs the psycopg package: "
                              "pip install 'mapper[hosted]'")
@@ -138,7 +150,10 @@ class PostgresStateStore(SQLiteStateStore):
         if not 0 <= target <= latest_version():
             raise ValueError(f"schema_version must be within 0..{latest_version()}")
         try:
-            self._conn = _Connection(self._new_connection("mapper state"), self.location)
+            if pool is not None:
+                self._conn = _Connection(pool.getconn(timeout=connect_timeout), self.location, pool)
+            else:
+                self._conn = _Connection(self._new_connection("mapper state"), self.location)
             if readonly:
                 self._conn.execute("SET default_transaction_read_only = on")
                 self._check_not_newer(self._version())
@@ -146,8 +161,10 @@ class PostgresStateStore(SQLiteStateStore):
                     raise StateError(
                         f"the state database {self.location} has schema v{self._version()}, "
                         f"this mapper needs v{target}; run `mapper db upgrade` (or a run) first")
-            else:
+            elif self._version() < target:    # the usual case is a current schema: no lock taken
                 self._migrate(target)
+            else:
+                self._check_not_newer(self._version())
         except psycopg.Error as exc:
             self.close()
             raise StateError(f"cannot open the state database {self.location}: "
