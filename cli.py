@@ -324,10 +324,11 @@ def _write_report(m, result, report: Optional[Path], box) -> None:
 
 def _run_summary(result, box, api: bool = False) -> None:
     c = result.counts
+    credits = f" and {c['credited']} credit note(s)" if c.get("credited") else ""
     if api:
-        typer.echo(f"delivered {c['delivered']} orders to {box}")
+        typer.echo(f"delivered {c['delivered']} orders{credits} to {box}")
     else:
-        typer.echo(f"delivered {c['delivered']} orders in {c['files']} file(s) to {box}"
+        typer.echo(f"delivered {c['delivered']} orders{credits} in {c['files']} file(s) to {box}"
                    + (f": {', '.join(result.files)}" if result.files else ""))
     typer.echo(f"fetched {c['fetched']}, already delivered {c['already_delivered']}, not counted {c['excluded']}, "
                f"quarantined {c['quarantined']}, held by plan {c['held_by_plan']}"

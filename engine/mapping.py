@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping
 from lxml import etree
 
 from . import schema_check
+from .credits import CreditSource, CreditSpec
 from .errors import MappingError, MappingErrors
 from .expressions import Expression, Template, compile_expression, compile_template
 from .filters import DEFAULT_REPLACEMENTS
@@ -114,6 +115,8 @@ class Mapping_:
     redact: list[Expression] = field(default_factory=list)
     #: ``limits.seconds_per_record``: the time budget of one record's templates
     seconds_per_record: float = 2.0
+    #: ``credit``: where credits come from and how a credit note reads (None: no credit notes)
+    credit: CreditSpec | None = None
 
     def source_config(self) -> dict[str, Any]:
         """The source section, raising now for any ${VAR} it needs that is not set."""
@@ -421,10 +424,37 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         columns=columns, sink=d.get("sink"),
         redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
         seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
+        credit=_credit_spec(c, d.get("credit")),
     )
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)
     return mapping
+
+
+def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
+    if not spec:
+        return None
+    sources = []
+    for i, src in enumerate(spec.get("from") or []):
+        at = ("credit", "from", i)
+        if ("list" in src) == ("when" in src):
+            c.errors.append(c.located.error(at, f"credit.from '{src.get('name', i)}' needs either list: (credits "
+                                                f"the source serves) or when: (a condition on a delivered order)"))
+            continue
+        if "list" in src and "order" not in src:
+            c.errors.append(c.located.error(at, f"credit.from '{src.get('name', i)}': a list needs order: "
+                                                f"(the expression giving an item's order id)"))
+        sources.append(CreditSource(
+            name=str(src.get("name", i)), request=src.get("list"), when=c.expr(at + ("when",)),
+            order=c.expr(at + ("order",)), key=c.tmpl(at + ("key",)), amount=c.expr(at + ("amount",)),
+            created=c.expr(at + ("created",)), reference=c.tmpl(at + ("reference",))))
+        if "list" in src:
+            for path in _request_templates(at + ("list",), src["list"] or {}):
+                c.tmpl(path)
+    return CreditSpec(sources=sources, description=c.tmpl(("credit", "description")),
+                      date=c.tmpl(("credit", "date")),
+                      partial_line=(c.tmpl(("credit", "partial_line")) if "partial_line" in spec
+                                    else c.tmpl(("credit",), "Creditering {{ rate }}% btw")))
 
 
 def reread_sections(m: Mapping_, environ: Mapping[str, str], sections: tuple[str, ...]) -> Mapping_:

@@ -16,6 +16,8 @@ from typing import Any, Iterable, Iterator
 
 from . import evaluate
 from .clock import now as clock_now
+from . import money
+from .credits import Credit, credit_amount, credit_invoice
 from .customers import DebtorMatcher, InFileMatcher
 from .document import record_level
 from .errors import OrderError, in_words
@@ -54,6 +56,17 @@ class Excluded:
     shop_id: str
     number: str
     condition: str  # the where-expression that was false
+
+
+@dataclass
+class Unbooked:
+    """A credit that is not booked: nothing left to credit (``settled``), or more than is
+    left (``flagged``: reported for the bookkeeper)."""
+
+    shop_id: str
+    number: str
+    reason: str
+    status: str
 
 
 Outcome = Converted | Quarantined | Excluded
@@ -122,7 +135,7 @@ class Converter:
                 if value in text:
                     text = text.replace(value, "<redacted>")
             return text
-        if isinstance(outcome, Quarantined):
+        if isinstance(outcome, (Quarantined, Unbooked)):
             outcome.reason = redact(outcome.reason)
         else:
             outcome.flags[:] = [redact(f) for f in outcome.flags]
@@ -130,11 +143,70 @@ class Converter:
     _eval = staticmethod(evaluate.value)
     _text = staticmethod(evaluate.text)
 
-    def _convert(self, record, ctx, shop_id: str, number: str) -> Outcome:
+    @property
+    def now(self) -> str:
+        """The run's moment as templates see it (``now``)."""
+        return self._now
+
+    def convert_credit(self, record: dict, credit: Credit, credited_before: Decimal,
+                       find_original=None) -> Outcome | Unbooked:
+        """The credit note of one credit of a delivered order: the order converted as it was
+        booked (no ``where``: a cancelled order is still the order that was booked), then its
+        invoice negated. ``credited_before``: what earlier credits of the order booked;
+        ``find_original(ctx) -> {number, concept}``: what the destination knows of the
+        original invoice (ctx as when it was booked), if it can say."""
+        m = self.mapping
+        ctx: dict[str, Any] = {"record": record, "tables": m.tables, "now": self._now}
+        shop_id = credit.id
+        try:
+            number = f"{m.record_number(ctx)} {credit.key}"
+        except EvaluationError:
+            number = shop_id
+        try:
+            with time_budget(m.seconds_per_record):
+                outcome = self._convert(record, ctx, shop_id, number,
+                                        credit=(credit, credited_before, find_original))
+        except OrderError as exc:
+            outcome = Quarantined(shop_id, number, exc.reason, exc.field)
+        except Exception as exc:  # noqa: BLE001 - one credit's trouble never stops the run
+            outcome = Quarantined(shop_id, number, f"cannot be converted: {in_words(exc)}")
+        if m.redact and (isinstance(outcome, (Quarantined, Unbooked)) or getattr(outcome, "flags", None)):
+            self._redact(outcome, ctx)
+        return outcome
+
+    def _credit_note(self, ctx: dict[str, Any], invoice: Invoice, credit, number: str,
+                     flags: list[str]) -> Invoice | Unbooked:
+        """``invoice`` (the original, as booked) turned into the credit note ``credit`` asks for."""
+        m = self.mapping
+        spec = m.credit
+        what, before, find_original = credit
+        amount, why_not = credit_amount(what, invoice.total_incl, before)
+        shop_id = what.id
+        if why_not is not None:
+            status = "settled" if what.amount is None else "flagged"
+            return Unbooked(shop_id, number, f"{what.reference}: {why_not}", status)
+        known = (find_original(dict(ctx, invoice=invoice)) if find_original is not None else None) or {}
+        original = {"order_number": str(m.record_number(ctx)), "date": invoice.date,
+                    "description": invoice.description, "number": known.get("number")}
+        ctx["credit"] = {"key": what.key, "amount": amount, "reference": what.reference, "created": what.created,
+                         "source": what.source, "original": original, "partial": amount != invoice.total_incl}
+        if known.get("concept"):
+            flags.append(f"credits an invoice that is still a concept in the destination ({invoice.description}): "
+                         f"process or delete that one first")
+        description = self._text(spec.description, ctx, "credit.description")
+        date = self._text(spec.date, ctx, "credit.date")
+
+        def label(rate, vat_class):
+            return self._text(spec.partial_line, dict(ctx, rate=money.quantity(rate), vat_class=vat_class),
+                              "credit.partial_line")
+        return credit_invoice(invoice, amount, description, date, label)
+
+    def _convert(self, record, ctx, shop_id: str, number: str, credit=None) -> Outcome | Unbooked:
         m = self.mapping
         stages = self._stages
         flags: list[str] = []
-        excluded = stages.prelude(ctx, flags)  # where, let, checks, flags
+        ctx["credit"] = None
+        excluded = stages.prelude(ctx, flags, credit is not None)  # where, let, checks, flags
         if excluded >= 0:
             return Excluded(shop_id, number, m.where[excluded].source)
 
@@ -159,7 +231,12 @@ class Converter:
         ctx["customer"] = {"key": key, "number": debtor, "name": name}
 
         invoice = build_invoice(m.invoice, stages.invoice, ctx, lambda rate, day: self._vat_class(rate, day, ctx))
-        flags.extend(invoice.flags)
+        if credit is None:
+            flags.extend(invoice.flags)
+        else:
+            invoice = self._credit_note(ctx, invoice, credit, number, flags)
+            if isinstance(invoice, Unbooked):
+                return invoice
         ctx["invoice"] = invoice
 
         created, preview = stages.outcome(ctx)

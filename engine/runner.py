@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from .clock import now as clock_now
+from .credit_run import CreditRun, credits_of_record
+from .credits import is_credit_id
 from .xsd import Validator
 from .errors import MappingError, OrderError
 from .expressions import EvaluationError
@@ -42,7 +44,7 @@ class RunResult:
     counts: dict[str, int] = field(default_factory=lambda: {
         "fetched": 0, "delivered": 0, "already_delivered": 0, "quarantined": 0, "excluded": 0,
         "held_by_plan": 0, "files": 0, "recovered": 0, "redone": 0, "dropped_skipped": 0,
-        "duplicates": 0, "hints_refused": 0, "hints_deferred": 0})
+        "duplicates": 0, "hints_refused": 0, "hints_deferred": 0, "credited": 0, "credits_unbooked": 0})
     files: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     flags: list[tuple[str, str]] = field(default_factory=list)
@@ -87,6 +89,8 @@ class Runner:
         self._outbox, self._destination = outbox, destination
         self._duplicates: list[str] = []   # ids the intake listed more than once
         self._webhooks = (mapping.raw.get("intake") or {}).get("webhooks") or {}
+        self.accepted: set[str] = set()      # ids handed to the sink by this run
+        self.record_credits: list[Any] = []  # (Credit, record): what delivered orders seen again say
 
     def _sink(self) -> Any:
         if self._destination is not None:
@@ -110,19 +114,16 @@ class Runner:
             for key, n in sink.recover().items():
                 r.counts[key] += n
             self._delivered_this_year = self.store.delivered_count(name, plan_year(self._stamp), PLAN_YEAR_ZONE)
+            window = self._window()
             for outcome in self._outcomes():
                 if self.limit is not None and self._delivered_this_year + sink.pending >= self.limit:
                     r.counts["held_by_plan"] += 1      # kept: re-fetched by every run until it goes
                     self.store.hold(name, [OrderRef(outcome.shop_id, outcome.number, outcome.invoice.date)],
                                     clock_now())
                     continue
-                try:
-                    delivered = sink.accept(outcome)
-                except OrderError as exc:
-                    self._quarantine(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
-                    continue
-                r.flags.extend((outcome.number, f) for f in outcome.flags)
-                self._delivered(delivered)
+                self._accept(sink, outcome)
+            if self.m.credit is not None:
+                CreditRun(self, sink, window).book()
             self._delivered(sink.finish())
             save_debtors(before_delivery=False)  # those of orders quarantined or held by the plan
             if r.counts["held_by_plan"]:
@@ -153,14 +154,28 @@ class Runner:
             self.store.finish_run(r.run_id, r.outcome, r.counts, finished_at=clock_now())
         return r
 
+    def _accept(self, sink: Any, outcome: Any) -> bool:
+        """Hand a converted order or credit note to the sink; False if it refused it."""
+        try:
+            delivered = sink.accept(outcome)
+        except OrderError as exc:
+            self._quarantine(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
+            return False
+        self.accepted.add(outcome.shop_id)
+        self.result.flags.extend((outcome.number, f) for f in outcome.flags)
+        self._delivered(delivered)
+        return True
+
     def _delivered(self, shop_ids: list[str]) -> None:
         if not shop_ids:
             return
         self.store.release(self.m.name, shop_ids)
         self.store.clear_hints(self.m.name, shop_ids)
         self.store.unhold(self.m.name, shop_ids)
-        self.result.counts["delivered"] += len(shop_ids)
-        self._delivered_this_year += len(shop_ids)
+        credits = sum(1 for i in shop_ids if is_credit_id(i))  # credit notes are no invoices of the plan
+        self.result.counts["delivered"] += len(shop_ids) - credits
+        self.result.counts["credited"] += credits
+        self._delivered_this_year += len(shop_ids) - credits
 
     def _quarantine(self, outcome: Quarantined) -> None:
         # the run's output and report say no more than the state keeps (e-mail redacted)
@@ -177,12 +192,16 @@ class Runner:
             if run.finished_at is None and run.id != self.result.run_id:
                 self.store.finish_run(run.id, "interrupted", run.counts, finished_at=clock_now())
 
+    def _window(self) -> dict[str, str]:
+        """The poll window: the look-back (or --since/--until), as the source's templates see it."""
+        return {"start": self.since.isoformat() if self.since else
+                (self._stamp.date() - timedelta(days=self.m.look_back_days)).isoformat(),
+                "end": self.until.isoformat() if self.until else ""}
+
     def _records(self) -> Iterator[Any]:
         """The window's records, then hints and open quarantine re-fetched by id."""
         seen: set[str] = set()
-        window = {"start": self.since.isoformat() if self.since else
-                  (self._stamp.date() - timedelta(days=self.m.look_back_days)).isoformat(),
-                  "end": self.until.isoformat() if self.until else ""}
+        window = self._window()
         for record in self.source.records(window):
             if not isinstance(record, BrokenRecord):
                 created = self._created(record)
@@ -201,7 +220,8 @@ class Runner:
         if len(hinted) > budget:       # hints take at most this share of a run's requests
             self.result.counts["hints_deferred"] = len(hinted) - budget
             hinted = hinted[:budget]
-        quarantined = [q.shop_id for q in self.store.open_quarantine(self.m.name)]
+        # a credit note in quarantine is tried again from its credit (credit.from), not looked up
+        quarantined = [q.shop_id for q in self.store.open_quarantine(self.m.name) if not is_credit_id(q.shop_id)]
         held = [ref.shop_id for ref, _ in self.store.held(self.m.name)]
         for shop_id in dict.fromkeys(hinted + held + quarantined):
             if shop_id in seen:
@@ -291,6 +311,8 @@ class Runner:
                 r.counts["fetched"] += 1
                 if shop_id in done:
                     r.counts["already_delivered"] += 1
+                    if self.m.credit is not None:  # cancelled since? (credit.from ... when:)
+                        self.record_credits.extend(credits_of_record(self, rec, shop_id))
                     continue
                 if shop_id in dropped:
                     r.counts["dropped_skipped"] += 1

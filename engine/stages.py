@@ -42,7 +42,8 @@ class InvoiceCode:
 class StageCode:
     """A mapping's generated stage functions."""
 
-    prelude: Callable  # (ctx, flags) -> index of the first false where, or -1; lets, checks, flags
+    prelude: Callable  # (ctx, flags, credit) -> index of the first false where, or -1; lets, checks, flags
+    #                    (credit=True: no where, no flags)
     customer: Callable  # ctx -> (key, name)
     invoice: InvoiceCode
     outcome: Callable  # ctx -> (created, preview values)
@@ -111,7 +112,7 @@ class _StageWriter:
 
     def stages(self, m: Mapping_) -> StageCode:
         names = {
-            "prelude": self.function("c, flags", lambda: self.prelude(m)),
+            "prelude": self.function("c, flags, credit=False", lambda: self.prelude(m)),
             "customer": self.function("c", lambda: self.customer(m)),
             "outcome": self.function("c", lambda: self.outcome(m)),
         }
@@ -170,9 +171,11 @@ class _StageWriter:
         return "(" + "".join(v + ", " for v in out) + ")"
 
     def prelude(self, m: Mapping_) -> str:
+        if m.where:  # a credit note is for a delivered order, whatever the filter says of it now
+            self.emit(1, "if not credit:")
         for i, cond in enumerate(m.where):
-            self.value("v", cond, f"where[{i}]", 1)
-            self.emit(1, f"if not v: return {i}")
+            self.value("v", cond, f"where[{i}]", 2)
+            self.emit(2, f"if not v: return {i}")
         for name, expr in m.let:
             self.value("v", expr, f"let.{name}", 1)
             self.emit(1, f"c[{name!r}] = v")
@@ -187,11 +190,13 @@ class _StageWriter:
             self.text("t", check.message, f"checks '{check.name}' message", depth + 1)
             field = f"checks '{check.name}'"
             self.emit(depth + 1, f"raise _OrderError(t, field={field!r})")
+        if m.flags:  # told when the order was booked; a credit note has its own
+            self.emit(1, "if not credit:")
         for i, flag in enumerate(m.flags):
-            self.value("v", flag.when, f"flags[{i}].when", 1)
-            self.emit(1, "if v:")
-            self.text("t", flag.message, f"flags[{i}].message", 2)
-            self.emit(2, "flags.append(t)")
+            self.value("v", flag.when, f"flags[{i}].when", 2)
+            self.emit(2, "if v:")
+            self.text("t", flag.message, f"flags[{i}].message", 3)
+            self.emit(3, "flags.append(t)")
         return "-1"
 
     def customer(self, m: Mapping_) -> str:

@@ -41,7 +41,7 @@ CASES = [
     ("wrong version", "version: 1", "version: 2", r"version: must be 1; got 2", "version: 2"),
     ("bad date in VAT rule", "from: 2019-01-01}", "from: 2019-13-01}", r"vat\.classes\[1\]\.from: .*2019-13-01.*does not have|not a valid date",
      "2019-13-01"),
-    ("bad element name", "element: Orderline", "element: Order line", r"output\.record\.children\[8\]\.element: .*does not have the expected form", "element: Order line"),
+    ("bad element name", "element: Orderline", "element: Order line", r"output\.record\.children\[9\]\.element: .*does not have the expected form", "element: Order line"),
     ("XSD missing", "xsd: ../schemas/asperion_axml.xsd", "xsd: ../schemas/nope.xsd", r"XSD file not found: \.\./schemas/nope\.xsd", "nope.xsd"),
     ("no records element", "- {element: Orders, records: true}", "- {element: Orders}",
      r"output\.document needs exactly one element with records: true", "document:"),

@@ -86,6 +86,10 @@ class FixtureSource:
                 continue
             yield data
 
+    def list_items(self, request: dict, window: dict | None = None) -> Iterator[dict]:
+        """Fixture files hold orders only: no other list (credit invoices, returns) is served."""
+        return iter(())
+
     def lookup(self, shop_id: str) -> dict | None:
         """One record by id (webhook hints, quarantine retries): a scan, fine for fixtures."""
         for record in self.records():

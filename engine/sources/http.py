@@ -105,6 +105,14 @@ class HttpSource:
             self._counts["records"] += 1
             yield item
 
+    def list_items(self, request: Mapping[str, Any], window: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Every item of another declared list (``{path, params, items, paginate}``, templates
+        seeing ``window``), e.g. the credits of ``credit.from``; not deduplicated."""
+        ctx = {"window": _window_context(window)}
+        path = self._render(request["path"], ctx)
+        params = self._params(request.get("params") or {}, ctx)
+        yield from self._walk(path, params, request.get("items", "items"), request.get("paginate"), what=path)
+
     def lookup(self, id: Any) -> dict | BrokenRecord | None:  # noqa: A002 - the natural name
         """One record by id, with its expansions, or ``None`` when the server says not found
         (a :class:`BrokenRecord` when the record is there but an expansion is not)."""

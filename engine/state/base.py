@@ -33,6 +33,7 @@ import os
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -207,6 +208,18 @@ class Hint:
     received_at: datetime
     status: str = "pending"            # 'pending' | 'refused' (its look-up was refused: not retried)
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditEntry:
+    """A credit the shop showed for a delivered order, and what became of it (migration 7)."""
+
+    credit_id: str
+    order_id: str
+    amount: Decimal
+    status: str                        # 'booked' | 'settled' | 'flagged' | 'waiting'
+    reason: str | None
+    recorded_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +466,15 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def unhold(self, mapping: str, shop_ids: Iterable[str]) -> int: ...
+
+    # ---- credit notes
+    @abc.abstractmethod
+    def record_credit(self, mapping: str, entry: CreditEntry) -> None:
+        """Remember a credit and what became of it (replaces the entry of that credit id)."""
+
+    @abc.abstractmethod
+    def credits(self, mapping: str, order_ids: Iterable[str] | None = None) -> list[CreditEntry]:
+        """The credits of those orders (all: None), oldest first."""
 
     # ---- the debtor register's key
     @abc.abstractmethod

@@ -23,13 +23,14 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 from engine.state import migrations as _migrations
 from engine.state.base import (
-    Batch, BatchConflict, BatchStateError, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
+    Batch, BatchConflict, BatchStateError, CreditEntry, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
     QuarantineEntry, ReadOnlyStateError, Run, StateError, StateStore, StateVersionError,
     UnknownBatch, WebhookToken, check_counts, check_key_hash, check_mapping, clean_reason, shop_id_list,
     utc_parse, utc_text,
@@ -428,7 +429,9 @@ class SQLiteStateStore(StateStore):
             row = self._db().execute(
                 "SELECT COUNT(*) FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
                 "WHERE b.mapping = ? AND b.status = 'delivered' AND o.live = 1 "
-                "AND b.delivered_at >= ? AND b.delivered_at < ?", (mapping, start, end)).fetchone()
+                "AND b.delivered_at >= ? AND b.delivered_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM credits c WHERE c.mapping = o.mapping AND c.credit_id = o.shop_id)",
+                (mapping, start, end)).fetchone()
         return int(row[0])
 
     # ------------------------------------------------------------------ quarantine
@@ -563,6 +566,33 @@ class SQLiteStateStore(StateStore):
             rows = self._db().execute("SELECT shop_id, number, order_date, held_at FROM held WHERE mapping = ? "
                                       "ORDER BY held_at, shop_id", (mapping,)).fetchall()
         return [(OrderRef(r[0], r[1], r[2]), utc_parse(r[3])) for r in rows]
+
+    def record_credit(self, mapping: str, entry: CreditEntry) -> None:
+        check_mapping(mapping)
+        sid = shop_id_list([entry.credit_id])[0]
+        with self._write("record a credit") as db:
+            db.execute(
+                "INSERT INTO credits (mapping, credit_id, order_id, amount, status, reason, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mapping, credit_id) DO UPDATE SET "
+                "amount = excluded.amount, status = excluded.status, reason = excluded.reason, "
+                "recorded_at = excluded.recorded_at",
+                (mapping, sid, str(entry.order_id), str(entry.amount), entry.status,
+                 None if entry.reason is None else clean_reason(entry.reason),
+                 utc_text(entry.recorded_at or datetime.now(timezone.utc))))
+
+    def credits(self, mapping: str, order_ids: Iterable[str] | None = None) -> list[CreditEntry]:
+        sql = ("SELECT credit_id, order_id, amount, status, reason, recorded_at FROM credits "
+               "WHERE mapping = ?")
+        rows: list = []
+        with self._mutex:
+            db = self._db()
+            if order_ids is None:
+                rows = db.execute(sql + " ORDER BY recorded_at, credit_id", (mapping,)).fetchall()
+            else:
+                for part in _chunks(shop_id_list(order_ids)):
+                    rows += db.execute(sql + f" AND order_id IN ({_marks(len(part))}) ORDER BY recorded_at, credit_id",
+                                       (mapping, *part)).fetchall()
+        return [CreditEntry(r[0], r[1], Decimal(r[2]), r[3], r[4], utc_parse(r[5])) for r in rows]
 
     def unhold(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)

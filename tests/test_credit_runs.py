@@ -1,0 +1,209 @@
+"""Credit notes end to end (issue 14, item 1; bookkeeping.md 8.4): `mapper run` against the CCV
+simulator over signed HTTP, files in a real outbox, the state in SQLite.
+
+A delivered order that the shop later cancels (status 8), credits with a credit invoice, or
+whose return it credits, gets exactly one concept credit note per credit: the original's lines
+negated, or its VAT split pro rata for a partial credit, for the same debtor; never more than
+was invoiced; a credit of an order that never went out is reported, not booked."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+from typer.testing import CliRunner
+
+import cli
+from conftest import FIXTURES, MAPPING
+from helpers import load_order
+from simulators.ccvshop import CCVShopSimulator
+from engine.state import open_state
+
+runner = CliRunner()
+KEYS = {"pub-test": "secret-test-value"}
+SINCE = "2026-01-01"
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch):
+    orders = [load_order(FIXTURES / name) for name in
+              ("01_ideal_21_registered.json", "02_mixed_9_21_shipping.json", "03_coupon_mixed.json")]
+    unpaid = load_order(FIXTURES / "12_unpaid.json")
+    with CCVShopSimulator(orders + [unpaid], keys=KEYS) as sim:
+        monkeypatch.setenv("CCVSHOP_URL", sim.url)
+        monkeypatch.setenv("CCVSHOP_PUBLIC_KEY", "pub-test")
+        monkeypatch.setenv("CCVSHOP_SECRET_KEY", "secret-test-value")
+        monkeypatch.setenv("MAPPER_REPORTS", str(tmp_path / "reports"))
+        monkeypatch.setenv("MAPPER_DEBTOR_KEY", "k" * 32)
+        yield sim, {o["ordernumber_full"]: o for o in orders + [unpaid]}, tmp_path
+
+
+def run(tmp_path, *extra):
+    result = runner.invoke(cli.app, ["run", str(MAPPING), "--state", str(tmp_path / "state.sqlite"),
+                                     "--outbox", str(tmp_path / "outbox"), "--since", SINCE, *extra])
+    assert result.exit_code in (0, 3), result.output
+    return result
+
+
+def documents(tmp_path) -> list[etree._Element]:
+    """Every <Order> in the outbox, oldest file first."""
+    out = []
+    for f in sorted((tmp_path / "outbox").glob("*.xml"), key=lambda p: p.stat().st_mtime_ns):
+        out += etree.parse(str(f)).getroot().findall(".//Order")
+    return out
+
+
+def credit_notes(tmp_path) -> list[etree._Element]:
+    return [o for o in documents(tmp_path) if o.find("CreditNote") is not None]
+
+
+def invoice_of(tmp_path, number: str) -> etree._Element:
+    [inv] = [o for o in documents(tmp_path) if o.findtext("OrderNumber") == number and o.find("CreditNote") is None]
+    return inv
+
+
+def amounts(order: etree._Element) -> tuple[Decimal, Decimal, Decimal]:
+    return tuple(Decimal(order.findtext(t)) for t in ("TotalExclVat", "TotalVatAmount", "TotalInclVat"))
+
+
+def lines(order: etree._Element) -> list[tuple[str, Decimal, Decimal, Decimal, Decimal, str]]:
+    return [(l.findtext("Description"), Decimal(l.findtext("Quantity")), Decimal(l.findtext("AmountExclVat")),
+             Decimal(l.findtext("VatAmount")), Decimal(l.findtext("AmountInclVat")), l.findtext("VatClass"))
+            for l in order.findall("Orderline")]
+
+
+def test_a_cancelled_order_gets_one_credit_note_mirroring_its_invoice(shop):
+    sim, orders, tmp = shop
+    first = run(tmp)
+    assert credit_notes(tmp) == []
+    assert "3 delivered" in first.output or '"delivered": 3' in first.output or "delivered" in first.output
+    sim.set_status(orders["1001"]["id"], 8)
+
+    second = run(tmp)
+    [note] = credit_notes(tmp)
+    original = invoice_of(tmp, "1001")
+    assert note.findtext("OrderNumber") == "1001"
+    assert note.findtext("Status") == "Concept"
+    assert note.findtext("CreditNote/Reason") == "geannuleerd"
+    assert note.findtext("CreditNote/OriginalOrderNumber") == "1001"
+    assert note.findtext("CreditNote/OriginalInvoiceDate") == original.findtext("InvoiceDate") == "2026-01-12"
+    assert note.findtext("CreditNote/OriginalDescription") == original.findtext("Description")
+    assert note.find("CreditNote/OriginalInvoiceNumber") is None   # a file destination never learns it
+    assert note.findtext("Description").startswith("Creditnota bestelling 1001 (geannuleerd), bij factuur van 12-01-2026")
+    # the same debtor, every line negated, the totals exactly the original's negated
+    assert note.findtext("Debtor/DebtorNumber") == original.findtext("Debtor/DebtorNumber")
+    assert amounts(note) == tuple(-a for a in amounts(original)) == (Decimal("-37.85"), Decimal("-7.95"), Decimal("-45.80"))
+    assert lines(note) == [(d, -q, -e, -v, -i, c) for d, q, e, v, i, c in lines(original)]
+    assert "delivered 0 orders and 1 credit note(s)" in second.output
+
+    third = run(tmp)   # exactly once: the credit is keyed by order + credit
+    assert len(credit_notes(tmp)) == 1
+    assert "credit note" not in third.output
+
+
+def test_a_partial_credit_invoice_is_split_over_the_rates_pro_rata(shop):
+    sim, orders, tmp = shop
+    run(tmp)
+    o2 = orders["1002"]
+    # 1002: 30.00 at 9% and 20.00 at 21%, shipping 6.95 split over both: total 56.95
+    sim.add_invoice({"id": 501, "order_id": o2["id"], "type": "credit",
+                     "total_price_inc_tax": Decimal("-10.00"), "total_price_exc_tax": Decimal("-8.81")})
+    run(tmp)
+    [note] = credit_notes(tmp)
+    original = invoice_of(tmp, "1002")
+    assert note.findtext("CreditNote/Reason") == "creditfactuur F-501"
+    # independent arithmetic: the invoice holds at 9%: 30.00 + shipping 6.95*30/50 = 4.17 -> 34.17,
+    # at 21%: 20.00 + 2.78 = 22.78. The credit 10.00 * 34.17/56.95 = 6.0000 -> 6.00 at 9%
+    # (VAT 6.00*9/109 = 0.4954 -> 0.50), the rest 4.00 at 21% (VAT 4.00*21/121 = 0.6942 -> 0.69)
+    by_class = {c: (e, v, i) for d, q, e, v, i, c in lines(note)}
+    assert by_class == {"Laag": (Decimal("-5.50"), Decimal("-0.50"), Decimal("-6.00")),
+                        "Hoog": (Decimal("-3.31"), Decimal("-0.69"), Decimal("-4.00"))}
+    assert [d for d, *_ in lines(note)] == ["Creditering 9% btw", "Creditering 21% btw"]
+    assert all(q == -1 for _, q, *_ in lines(note))
+    assert amounts(note) == (Decimal("-8.81"), Decimal("-1.19"), Decimal("-10.00"))
+    assert amounts(original)[2] == Decimal("56.95")
+
+
+def test_a_credited_return_without_an_amount_takes_what_is_left(shop):
+    sim, orders, tmp = shop
+    run(tmp)
+    o2 = orders["1002"]
+    sim.add_invoice({"id": 501, "order_id": o2["id"], "type": "credit",
+                     "total_price_inc_tax": Decimal("-10.00"), "total_price_exc_tax": Decimal("-8.81")})
+    sim.add_return({"id": 91, "order_id": o2["id"]})
+    sim.set_return_status(91, 8)
+    run(tmp)
+    notes = credit_notes(tmp)
+    assert [n.findtext("CreditNote/Reason") for n in notes] == ["creditfactuur F-501", "retour 91"]
+    assert sum(amounts(n)[2] for n in notes) == Decimal("-56.95")   # the whole order, not more
+    assert amounts(notes[1])[2] == Decimal("-46.95")
+    # the order is cancelled too now: nothing is left, so nothing more is booked or reported
+    sim.set_status(o2["id"], 8)
+    again = run(tmp)
+    assert len(credit_notes(tmp)) == 2
+    assert "not credited" not in again.output
+
+
+def test_a_credit_beyond_what_is_left_is_reported_not_booked(shop):
+    sim, orders, tmp = shop
+    run(tmp)
+    o1 = orders["1001"]
+    sim.add_invoice({"id": 601, "order_id": o1["id"], "type": "credit",
+                     "total_price_inc_tax": Decimal("-45.80"), "total_price_exc_tax": Decimal("-37.85")})
+    sim.add_invoice({"id": 602, "order_id": o1["id"], "type": "credit",
+                     "total_price_inc_tax": Decimal("-5.00"), "total_price_exc_tax": Decimal("-4.13")})
+    out = run(tmp).output
+    [note] = credit_notes(tmp)
+    assert note.findtext("CreditNote/Reason") == "creditfactuur F-601"
+    assert "not credited: creditfactuur F-602: credits €5.00, but only €0.00" in out
+    with open_state(str(tmp / "state.sqlite")) as st:
+        status = {e.credit_id.split("/credit/")[1]: e.status for e in st.credits("ccvshop-asperion")}
+    assert status == {"invoice-601": "booked", "invoice-602": "flagged"}
+    again = run(tmp).output        # reported once, not every night
+    assert "F-602" not in again and len(credit_notes(tmp)) == 1
+
+
+def test_a_credit_of_an_order_that_never_went_out_is_reported_not_booked(shop):
+    sim, orders, tmp = shop
+    unpaid = orders[next(n for n, o in orders.items() if not o["paid"])]
+    sim.add_invoice({"id": 701, "order_id": unpaid["id"], "type": "credit",
+                     "total_price_inc_tax": Decimal("-3.00"), "total_price_exc_tax": Decimal("-2.48")})
+    out = run(tmp).output
+    assert credit_notes(tmp) == []
+    assert f"order {unpaid['id']} was never booked by this connector" in out
+    assert f"order {unpaid['id']} was never booked" not in run(tmp).output   # once
+
+
+def test_credit_notes_do_not_count_against_the_plan(shop, monkeypatch):
+    sim, orders, tmp = shop
+    monkeypatch.setenv("MAPPER_PLAN", "basis")
+    run(tmp)
+    sim.set_status(orders["1001"]["id"], 8)
+    run(tmp)
+    assert len(credit_notes(tmp)) == 1
+    from datetime import datetime, timezone
+    with open_state(str(tmp / "state.sqlite")) as st:
+        assert st.delivered_count("ccvshop-asperion", datetime.now(timezone.utc).year, "Europe/Amsterdam") == 3
+
+
+def test_a_credit_note_is_redone_not_doubled_after_a_crash_before_the_file(shop, monkeypatch):
+    sim, orders, tmp = shop
+    run(tmp)
+    sim.set_status(orders["1001"]["id"], 8)
+    import engine.outbox as outbox
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("power cut")
+    monkeypatch.setattr(outbox, "_rename_no_replace", crash, raising=True)
+    crashed = runner.invoke(cli.app, ["run", str(MAPPING), "--state", str(tmp / "state.sqlite"),
+                                      "--outbox", str(tmp / "outbox"), "--since", SINCE])
+    assert crashed.exit_code != 0
+    monkeypatch.undo()
+    monkeypatch.setenv("CCVSHOP_URL", sim.url)
+    monkeypatch.setenv("CCVSHOP_PUBLIC_KEY", "pub-test")
+    monkeypatch.setenv("CCVSHOP_SECRET_KEY", "secret-test-value")
+    monkeypatch.setenv("MAPPER_REPORTS", str(tmp / "reports"))
+    monkeypatch.setenv("MAPPER_DEBTOR_KEY", "k" * 32)
+    run(tmp)
+    run(tmp)
+    assert len(credit_notes(tmp)) == 1
