@@ -190,9 +190,12 @@ class Converter:
                     "description": invoice.description, "number": known.get("number")}
         ctx["credit"] = {"key": what.key, "amount": amount, "reference": what.reference, "created": what.created,
                          "source": what.source, "original": original, "partial": amount != invoice.total_incl}
-        if known.get("concept"):
+        if known.get("concept"):   # bookkeeping 8.4: the original is still a concept
             flags.append(f"credits an invoice that is still a concept in the destination ({invoice.description}): "
-                         f"process or delete that one first")
+                         f"process it first, or delete both")
+        if known.get("missing"):
+            flags.append(f"the credited invoice ({invoice.description}) is not found in the destination: check "
+                         f"whether it was deleted or renamed there")
         description = self._text(spec.description, ctx, "credit.description")
         date = self._text(spec.date, ctx, "credit.date")
 

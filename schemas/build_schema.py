@@ -142,7 +142,11 @@ destination = obj({"api": obj({
                    "create": req_spec("Create an unknown debtor.", True, False)}, ["find", "number", "create"]),
     "invoice": obj({"find": req_spec("Find an object a crashed run may have created (adopted, not created again).", False, True),
                     "create": req_spec("Create the object for one record.", True, False),
-                    "id": e("The created object's id (over result)")}, ["find", "create", "id"]),
+                    "id": e("The created object's id (over result)"),
+                    "original": obj({"number": e("A credited invoice's number, over the item invoice.find found (none: not yet numbered)"),
+                                     "concept": e("Whether that invoice is still a concept (the credit note is flagged)")},
+                                    ["number", "concept"], "What a credit note learns of the invoice it credits.")},
+                   ["find", "create", "id"]),
 }, ["http", "debtor", "invoice"], "A REST API that takes one object per record.")})
 
 schema = {

@@ -354,6 +354,16 @@ class AsperionSimulator(Simulator):
         with self._lock:
             return [_copy(i) for i in t.invoices.values()]
 
+    def process_invoice(self, invoice_id: int, number: str, tenant: str | None = None) -> dict:
+        """Process a concept invoice as the bookkeeper does in Asperion: it gets its number and
+        leaves the concept status (3, InLedger)."""
+        t = self._tenant(tenant)
+        with self._lock:
+            inv = t.invoices[int(invoice_id)]
+            inv["invoiceNumber"] = str(number)
+            inv["status"] = 3
+            return _copy(inv)
+
     def expire_tokens(self) -> None:
         """Expire every access token issued so far (refresh tokens stay valid)."""
         with self._lock:

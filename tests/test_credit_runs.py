@@ -207,3 +207,58 @@ def test_a_credit_note_is_redone_not_doubled_after_a_crash_before_the_file(shop,
     run(tmp)
     run(tmp)
     assert len(credit_notes(tmp)) == 1
+
+
+# ----------------------------------------------------------------------------- the API destination
+
+def test_api_destination_posts_credit_notes_naming_the_processed_invoice_number(tmp_path, monkeypatch):
+    """The Asperion REST API gets the credit note as a concept invoice with negative lines; the
+    description names the original's number once Asperion processed it, and a credit of an
+    invoice that is still a concept is flagged (bookkeeping 8.4)."""
+    import json
+    from simulators.asperion import AsperionSimulator
+    from conftest import ROOT
+    api_mapping = ROOT / "mappings" / "ccvshop_asperion_api.yaml"
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    for name in ("01_ideal_21_registered.json", "02_mixed_9_21_shipping.json"):
+        (shop / name).write_text((FIXTURES / name).read_text(encoding="utf-8"), encoding="utf-8")
+    client, secret, refresh, tenant = "client-c", "client-secret-c", "refresh-c", "tenant-c"
+    with AsperionSimulator(clients={client: secret}, refresh_tokens={refresh: client}, tenants={tenant}) as sim:
+        for k, v in {"ASPERION_URL": sim.url, "ASPERION_TOKEN_URL": sim.url + "/connect/token",
+                     "ASPERION_CLIENT_ID": client, "ASPERION_CLIENT_SECRET": secret,
+                     "ASPERION_REFRESH_TOKEN": refresh, "ASPERION_TENANT_ID": tenant,
+                     "ASPERION_TOKEN_FILE": str(tmp_path / "token.json")}.items():
+            monkeypatch.setenv(k, v)
+
+        def api_run():
+            result = runner.invoke(cli.app, ["run", str(api_mapping), "--fixtures", str(shop), "--since", SINCE,
+                                             "--state", str(tmp_path / "state.sqlite")])
+            assert result.exit_code in (0, 3), result.output
+            assert secret not in result.output and refresh not in result.output
+            return result.output
+
+        api_run()
+        by_desc = {i["description"]: i for i in sim.invoices(tenant)}
+        sim.process_invoice(by_desc["Bestelling 1001"]["id"], "2026-0042", tenant)
+        for name in ("01_ideal_21_registered.json", "02_mixed_9_21_shipping.json"):   # both cancelled
+            order = json.loads((shop / name).read_text(encoding="utf-8"))
+            order["status"] = 8
+            (shop / name).write_text(json.dumps(order), encoding="utf-8")
+        out = api_run()
+        notes = [i for i in sim.invoices(tenant) if i["description"].startswith("Creditnota")]
+        assert sorted(n["description"] for n in notes) == [
+            "Creditnota bestelling 1001 (geannuleerd), bij factuur 2026-0042",
+            "Creditnota bestelling 1002 (geannuleerd), bij factuur van 03-02-2026"]
+        for note in notes:
+            number = note["description"].split()[2]
+            original = by_desc[f"Bestelling {number}"]
+            assert note["status"] == 1 and note["debtorCustomerNumber"] == original["debtorCustomerNumber"]
+            assert Decimal(str(note["totalAmountInclVat"])) == -Decimal(str(original["totalAmountInclVat"]))
+            assert [Decimal(str(l["amount"])) for l in note["lines"]["_data"]] == \
+                [-Decimal(str(l["amount"])) for l in original["lines"]["_data"]]
+            assert [l["vatCode"] for l in note["lines"]["_data"]] == [l["vatCode"] for l in original["lines"]["_data"]]
+        assert "order 1002 cancelled: credits an invoice that is still a concept" in out
+        assert "order 1001 cancelled: credits an invoice that is still a concept" not in out
+        api_run()   # exactly once
+        assert len([i for i in sim.invoices(tenant) if i["description"].startswith("Creditnota")]) == 2

@@ -67,6 +67,9 @@ class ApiDestination:
         self.invoice_match = cx(("invoice", "find", "match"), inv["find"]["match"])
         self.invoice_create = self._request(inv["create"], ("invoice", "create"), cx, ct)
         self.invoice_id = cx(("invoice", "id"), inv["id"])
+        original = inv.get("original")
+        self.original_fields = None if not original else \
+            {k: cx(("invoice", "original", k), original[k]) for k in ("number", "concept")}
         self.field_errors_key = (s.get("errors") or {}).get("fields", "errors")
         self._client = client
         self._clock, self._sleep = clock, sleep
@@ -127,6 +130,20 @@ class ApiDestination:
     def find_invoice(self, ctx) -> str | None:
         found = self._find(self.invoice_find, self.invoice_match, ctx)
         return None if found is None else str(self.invoice_id(dict(ctx, result=found)))
+
+    def original_invoice(self, ctx) -> dict[str, Any] | None:
+        """For a credit note: the credited invoice as the destination has it (``ctx`` as when it
+        was booked): its number once processed, whether it is still a concept; ``missing`` when
+        it is not found there. None when the mapping does not declare ``invoice.original``."""
+        if self.original_fields is None:
+            return None
+        found = self._find(self.invoice_find, self.invoice_match, ctx)
+        if found is None:
+            return {"missing": True}
+        item = dict(ctx, item=found)
+        number = self.original_fields["number"](item)
+        return {"number": None if number in (None, "") else str(number),
+                "concept": bool(self.original_fields["concept"](item))}
 
     def body(self, req, ctx) -> Any:
         """The request body for one record; a template failure quarantines the record."""
