@@ -368,6 +368,7 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
             switch = store.enabled_state(m.name)
             held = store.held(m.name)
             hints = store.all_hints(m.name)
+            credits = store.credits(m.name)
             data = {
                 "mapping": m.name,
                 "enabled": switch.enabled,
@@ -378,6 +379,9 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
                                              "order_date": ref.order_date.isoformat()} for ref, _ in held]},
                 "hints": {"pending": sum(1 for h in hints if h.status == "pending"),
                           "refused": sum(1 for h in hints if h.status == "refused")},
+                "credits": {status: [{"credit_id": c.credit_id, "order_id": c.order_id, "amount": str(c.amount),
+                                      "reason": c.reason} for c in credits if c.status == status]
+                            for status in ("booked", "flagged", "waiting", "settled")},
                 "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
                          "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
                 "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode,
@@ -406,6 +410,12 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
     if data["hints"]["pending"] or data["hints"]["refused"]:
         typer.echo(f"webhook hints: {data['hints']['pending']} waiting for the next run, "
                    f"{data['hints']['refused']} refused (`mapper hints list`)")
+    cr = data["credits"]
+    if cr["booked"] or cr["flagged"] or cr["waiting"]:
+        typer.echo(f"credit notes: {len(cr['booked'])} booked, {len(cr['flagged'])} not booked (more than was "
+                   f"left to credit), {len(cr['waiting'])} for orders never booked")
+        for c in cr["flagged"] + cr["waiting"]:
+            typer.echo(f"  {c['credit_id']}: {c['reason']}")
     typer.echo("last runs:" if data["runs"] else "no runs yet")
     for r in data["runs"]:
         c = r["counts"]

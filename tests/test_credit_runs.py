@@ -161,6 +161,9 @@ def test_a_credit_beyond_what_is_left_is_reported_not_booked(shop):
     assert status == {"invoice-601": "booked", "invoice-602": "flagged"}
     again = run(tmp).output        # reported once, not every night
     assert "F-602" not in again and len(credit_notes(tmp)) == 1
+    status = runner.invoke(cli.app, ["status", str(MAPPING), "--state", str(tmp / "state.sqlite")]).output
+    assert "credit notes: 1 booked, 1 not booked (more than was left to credit), 0 for orders never booked" in status
+    assert f"{o1['id']}/credit/invoice-602: creditfactuur F-602: credits €5.00, but only €0.00" in status
 
 
 def test_a_credit_of_an_order_that_never_went_out_is_reported_not_booked(shop):
@@ -262,3 +265,51 @@ def test_api_destination_posts_credit_notes_naming_the_processed_invoice_number(
         assert "order 1001 cancelled: credits an invoice that is still a concept" not in out
         api_run()   # exactly once
         assert len([i for i in sim.invoices(tenant) if i["description"].startswith("Creditnota")]) == 2
+
+
+# ----------------------------------------------------------------------------- webhooks are hints
+
+def test_a_status_webhook_credits_a_cancelled_order_outside_the_poll_window(shop):
+    """`orders.updated.status` is a hint like `ispaid`: the shop cancels an order delivered long
+    ago (outside the 90-day look-back), its webhook reaches `mapper listen`, and the next run
+    re-fetches the order through the signed API and credits it, once."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import requests
+    from conftest import ROOT
+    sim, orders, tmp = shop
+    state = str(tmp / "state.sqlite")
+    run(tmp)                      # --since 2026-01-01: 1001, created 2026-01-12, is invoiced
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    added = runner.invoke(cli.app, ["hooks", "add", str(MAPPING), "orders.updated.status",
+                                    "--base-url", f"http://127.0.0.1:{port}", "--state", state])
+    assert added.exit_code == 0, added.output
+    address = added.output.strip().splitlines()[-1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "listen", str(MAPPING), "--port", str(port),
+                             "--state", state], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                requests.post(f"http://127.0.0.1:{port}/hooks/x/y", data=b"{}", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        sim.subscribe("orders.updated.status", address)
+        sim.set_status(orders["1001"]["id"], 8)
+        sim.wait_webhooks()
+        assert [e["status"] for e in sim.webhook_log if e["event"] == "orders.updated.status"] == [200]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # a daily run: the window (90 days back from today) no longer reaches January
+    daily = runner.invoke(cli.app, ["run", str(MAPPING), "--state", state, "--outbox", str(tmp / "outbox")])
+    assert daily.exit_code in (0, 3), daily.output
+    [note] = credit_notes(tmp)
+    assert note.findtext("OrderNumber") == "1001" and note.findtext("CreditNote/Reason") == "geannuleerd"
+    again = runner.invoke(cli.app, ["run", str(MAPPING), "--state", state, "--outbox", str(tmp / "outbox")])
+    assert "credit note" not in again.output and len(credit_notes(tmp)) == 1

@@ -532,3 +532,28 @@ def test_database_holds_no_personal_text(db: Path):
         assert needle not in blob, needle
     assert not re.search(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2}", blob)
     assert b"10001" in blob and b"2025-02-01" in blob     # what audit needs is there
+
+
+def test_credits_are_remembered_replaced_and_left_out_of_the_plan_count(store: StateStore):
+    from decimal import Decimal
+    from engine.state.base import CreditEntry
+    store.create_batch(M, "inv", "inv.xml", [ref(1)])
+    store.mark_delivered("inv", "c", datetime(2025, 6, 1, tzinfo=timezone.utc))
+    credit = OrderRef("1/credit/cancelled", "10001 cancelled", date(2025, 6, 2))
+    store.record_credit(M, CreditEntry("1/credit/cancelled", "1", Decimal("45.80"), "booked", "geannuleerd", T0))
+    store.create_batch(M, "cr", "cr.xml", [credit])
+    store.mark_delivered("cr", "c2", datetime(2025, 6, 2, tzinfo=timezone.utc))
+    assert store.delivered(M, ["1", "1/credit/cancelled"]) == {"1", "1/credit/cancelled"}
+    assert store.delivered_count(M, 2025) == 1              # the credit note is no invoice of the plan
+    store.record_credit(M, CreditEntry("1/credit/invoice-9", "1", Decimal("5"), "flagged", "too much", T0))
+    store.record_credit(M, CreditEntry("1/credit/invoice-9", "1", Decimal("5.00"), "settled", None,
+                                       T0 + timedelta(days=1)))   # replaced, not added
+    store.record_credit(M, CreditEntry("2/credit/return-3", "2", Decimal("0"), "waiting", "never booked", T0))
+    got = store.credits(M, ["1"])
+    assert [(c.credit_id, c.amount, c.status, c.reason) for c in got] == [
+        ("1/credit/cancelled", Decimal("45.80"), "booked", "geannuleerd"),
+        ("1/credit/invoice-9", Decimal("5.00"), "settled", None)]
+    assert {c.order_id for c in store.credits(M)} == {"1", "2"}
+    assert store.credits("other-mapping") == []
+    with pytest.raises(Exception):
+        store.record_credit(M, CreditEntry("3/credit/x", "3", Decimal("1"), "lost", None, T0))
