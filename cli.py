@@ -935,6 +935,31 @@ def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="
         _fail(exc)
 
 
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", metavar="H", help="Address to listen on (the HTTPS proxy's side)."),
+          port: int = typer.Option(8080, min=1, max=65535, metavar="P", help="Port to listen on."),
+          forwarded_allow_ips: str = typer.Option("127.0.0.1", "--forwarded-allow-ips", metavar="IPS",
+                                                  help="The proxies whose X-Forwarded-For/-Proto are believed.")) -> None:
+    """Hosted mode: the App Store, webhooks, operator pages and /metrics (behind an HTTPS proxy)."""
+    import logging
+    from engine.errors import MapperError
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import uvicorn
+        from engine.web.app import create_app
+        from engine.web.context import WebSettings
+        app_ = create_app(WebSettings.from_env())
+    except MapperError as exc:
+        _fail(exc)
+    except ImportError as exc:
+        typer.echo(f"error: `mapper serve` needs the hosted extras ({exc.name} is missing): "
+                   f"pip install 'mapper[hosted]'", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    # access logs off: a request line of /hooks/<token>/... holds a subscription's secret
+    uvicorn.run(app_, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
+                access_log=False, server_header=False, timeout_keep_alive=5, limit_concurrency=200)
+
+
 @debtors_app.command("rekey")
 def debtors_rekey(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt,
                   yes: bool = typer.Option(False, "--yes", help="Confirm: the register's entries are deleted.")) -> None:

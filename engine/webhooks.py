@@ -57,6 +57,35 @@ class HintRefused(Exception):
     """``on_hint`` refuses a hint it may not keep (a bound reached): answered 429."""
 
 
+class BadHint(ValueError):
+    """A webhook body that is no hint: its HTTP status and a reason that tells no secret."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def hint_from_body(body: bytes, content_type: str, id_field: str = "id") -> tuple[str, dict]:
+    """The record id a webhook body names (a plain identifier), and the parsed body."""
+    if "json" not in content_type.lower():
+        raise BadHint(415, "the content type must be JSON")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadHint(400, "the body is not valid JSON") from None
+    except RecursionError:
+        raise BadHint(400, "the body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadHint(400, "the body is not a JSON object")
+    raw_id = data.get(id_field)
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        raise BadHint(400, f"the body has no usable '{id_field}' (a string or an integer)")
+    rid = str(raw_id).strip()
+    if not _ID_RE.match(rid):
+        raise BadHint(400, f"the '{id_field}' value is not a plain identifier")
+    return rid, data
+
+
 def shown(text: str, limit: int = 200) -> str:
     """Text from a request as it may go into a log line: control bytes escaped, cut short."""
     text = text[:limit]
@@ -205,27 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not hmac.compare_digest(sent.lower().encode(), want.encode()):
                 self._refuse(401, "the signature (x-hash) is missing or wrong", close=True)
                 return
-        if "json" not in ctype:
-            self._refuse(415, "the content type must be JSON")
-            return
         try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            self._refuse(400, "the body is not valid JSON")
-            return
-        except RecursionError:
-            self._refuse(400, "the body is nested too deeply")
-            return
-        if not isinstance(data, dict):
-            self._refuse(400, "the body is not a JSON object")
-            return
-        raw_id = data.get(lst.id_field)
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            self._refuse(400, f"the body has no usable '{lst.id_field}' (a string or an integer)")
-            return
-        rid = str(raw_id).strip()
-        if not _ID_RE.match(rid):
-            self._refuse(400, f"the '{lst.id_field}' value is not a plain identifier")
+            rid, data = hint_from_body(body, ctype, lst.id_field)
+        except BadHint as exc:
+            self._refuse(exc.status, exc.reason)
             return
         event = data.get("event")
         if event is None and lst.event_header:

@@ -36,6 +36,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable
 
 from ._server import BaseFault, SimHandler, Simulator, drop_connection, read_body
+from .ccvshop_appstore import RETURN_PATH, AppStoreMixin
 from .ccvshop_data import dumps_ccv, generate_orders, load_fixture_dir
 
 __all__ = ["CCVShopSimulator", "Fault", "sign", "main"]
@@ -148,7 +149,7 @@ class _Handler(SimHandler):
     server_version = "CCVShopSimulator/1.0"
 
 
-class CCVShopSimulator(Simulator):
+class CCVShopSimulator(AppStoreMixin, Simulator):
     """In-process CCV Shop API on loopback.  See the module docstring and the spec."""
 
     handler_class = _Handler  # served by LoopbackServer: start/stop/with/url
@@ -183,6 +184,7 @@ class CCVShopSimulator(Simulator):
         self._webhook_threads: list[threading.Thread] = []
         self._invoices: dict[int, dict] = {}  # §9: id -> invoice (debit or credit)
         self._returns: dict[int, dict] = {}  # §9: id -> return (read-only in the API)
+        self._init_appstore()
         for o in orders:
             self.add_order(o)
 
@@ -300,6 +302,7 @@ class CCVShopSimulator(Simulator):
     @staticmethod
     def _hook_view(hook: dict, base: str) -> dict:
         h = _copy(hook)
+        h.pop("owner", None)
         h["href"] = h["href"].replace("{base}", base)
         h["parent"]["href"] = h["parent"]["href"].replace("{base}", base)
         return h
@@ -490,6 +493,9 @@ class CCVShopSimulator(Simulator):
         if fault is not None and fault.kind == "slow":
             time.sleep(float(fault.params.get("delay", 5.0)))  # real time, not the clock
 
+        if target.split("?")[0] == RETURN_PATH and method == "GET":   # the owner's browser, back from an app
+            self._serve_return_page(h)
+            return
         public = secret = None
         try:
             if fault is not None and fault.kind == "5xx":
@@ -503,13 +509,15 @@ class CCVShopSimulator(Simulator):
                 raise ApiError(404, "404.20", f"Unknown resource {path!r}")
             parts = [p for p in path[len(API_PREFIX):].split("/") if p != ""]
             segment = parts[0] if parts else ""
-            if segment not in ("orders", "orderrows", "webhooks") + BILLING_COLLECTIONS:
+            if segment not in ("orders", "orderrows", "webhooks", "apps") + BILLING_COLLECTIONS:
                 raise ApiError(404, "404.20", f"Unknown resource {segment!r}")
             self._rate_check(public, method, segment)
-            if segment in BILLING_COLLECTIONS:
+            if segment == "apps":
+                status, payload = self._route_apps(method, parts, public, body, target)
+            elif segment in BILLING_COLLECTIONS:
                 status, payload = self._route_billing(h, method, parts, target, query)
             else:
-                status, payload = self._route(h, method, parts, target, query, body)
+                status, payload = self._route(h, method, parts, target, query, body, public)
         except _RateLimited as e:
             headers = {}
             if self.retry_after:  # simulator extension, never sent by CCV
@@ -564,7 +572,7 @@ class CCVShopSimulator(Simulator):
 
     # ------------------------------------------------------------------ routing
     def _route(self, h, method: str, parts: list[str], target: str, query: str,
-               body: bytes) -> tuple[int, str]:
+               body: bytes, public: str | None = None) -> tuple[int, str]:
         base = self._base_for(h)
         seg = parts[0]
         if seg == "orders":
@@ -618,8 +626,9 @@ class CCVShopSimulator(Simulator):
         # webhooks (§8)
         if len(parts) == 1:
             if method == "GET":
-                with self._lock:
-                    hooks = [self._hook_view(x, base) for x in self._webhooks.values()]
+                with self._lock:   # an install sees its own webhooks (and those made by the test)
+                    hooks = [self._hook_view(x, base) for x in self._webhooks.values()
+                             if x.get("owner") in (None, public)]
                 return 200, self._paged(base, target, query, [dumps_ccv(x) for x in hooks])
             if method == "POST":
                 data = _json_body(body)
@@ -627,6 +636,9 @@ class CCVShopSimulator(Simulator):
                 if event not in WEBHOOK_EVENTS or not isinstance(address, str) or not address:
                     raise ApiError(400, "400.10", "Webhook needs a known 'event' and an 'address'")
                 hook = self.subscribe(event, address, data.get("is_active", True))
+                with self._lock:
+                    if public in self._installs:
+                        self._webhooks[hook["id"]]["owner"] = public
                 hook = self._hook_view(self._webhooks[hook["id"]], base)
                 return 201, dumps_ccv(hook)  # spec: our choice — 201 Created
             raise _not_allowed(method, target)

@@ -46,6 +46,7 @@ class SecretBox:
                     f"{name} is too short ({len(key)} characters, at least {MIN_KEY_LENGTH})",
                     hint="make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         self._current = _fernet(master_key)
+        self._master = master_key.encode()
         self._all = MultiFernet([self._current, *(_fernet(k) for k in old_keys)])
 
     @classmethod
@@ -59,6 +60,13 @@ class SecretBox:
                                    "print(secrets.token_urlsafe(32))' and keep it safe")
         old = tuple(k.strip() for k in env.get("MAPPER_MASTER_KEY_OLD", "").split(",") if k.strip())
         return cls(master, old)
+
+    def signing_key(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (the install form's tokens, the operator's session
+        cookie), derived from the master key: knowing one reveals neither the master key nor
+        the sealing key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"mapper: " + purpose.encode()).derive(self._master)
 
     def seal(self, plain: str) -> str:
         return self._current.encrypt(plain.encode("utf-8")).decode("ascii")

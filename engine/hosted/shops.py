@@ -219,6 +219,23 @@ class ShopRegistry:
                  contact_name, contact_email, stamp, stamp, 1 if run_on_hint else 0, sealed, public_hash))
         return self.get(shop_id)
 
+    def update_details(self, shop_id: str, now: datetime, *, name: str, contact_email: str | None,
+                       licence_code: str | None = None) -> Shop:
+        """The owner's details from the App Store form again (its *Edit*); a licence code of
+        None keeps the one stored."""
+        name = " ".join(str(name).split())
+        if not name or len(name) > 200:
+            raise ConfigError("a shop needs a name of 1 to 200 characters")
+        secrets = self.secrets(shop_id)
+        data = {"ccv_public": secrets.ccv_public, "ccv_secret": secrets.ccv_secret,
+                "licence_code": secrets.licence_code if licence_code is None else licence_code,
+                "debtor_key": secrets.debtor_key, "asperion": secrets.asperion}
+        with self.store._write("change a shop's details") as db:
+            db.execute("UPDATE shops SET name = ?, contact_name = ?, contact_email = ?, secrets = ?, "
+                       "changed_at = ? WHERE id = ?",
+                       (name, name, contact_email, self._box().seal(json.dumps(data)), utc_text(now), shop_id))
+        return self.get(shop_id)
+
     def set_status(self, shop_id: str, status: str, now: datetime, reason: str | None = None) -> Shop:
         if status not in ("active", "disabled"):
             raise ValueError(status)

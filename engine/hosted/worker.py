@@ -34,6 +34,7 @@ from ..clock import now as clock_now
 from ..errors import ConfigError
 from ..state import StateError, open_state
 from .crypto import SecretBox
+from .pool import StorePool
 from .runs import CompiledMapping, outcome_words, run_shop
 from .shops import ShopRegistry
 
@@ -44,7 +45,6 @@ log = logging.getLogger("mapper.worker")
 RUN_TASK = "mapper.run_shop"
 KEEP_FINISHED_JOBS = timedelta(days=7)
 RECORD_ATTEMPTS = 6                              # about half a minute of a database away
-POOL_SIZE = 8                                    # state connections a worker process keeps at most
 
 
 @dataclass(frozen=True)
@@ -85,21 +85,12 @@ class _Context:
     def __init__(self, settings: HostedSettings, box: SecretBox):
         self.settings, self.box = settings, box
         self._compiled: CompiledMapping | None = None
-        self._pool = None
+        self._pool = StorePool(settings.database, "mapper worker")
         self._lock = threading.Lock()
 
     def store(self):
-        """A writable state store on a connection of this process's pool (psycopg_pool): a
-        job borrows one and gives it back, instead of connecting anew."""
-        from psycopg_pool import ConnectionPool
-        from ..state.postgres import PostgresStateStore
-        with self._lock:
-            if self._pool is None:
-                self._pool = ConnectionPool(self.settings.database, min_size=1, max_size=POOL_SIZE,
-                                            kwargs={"autocommit": True, "application_name": "mapper worker"},
-                                            check=ConnectionPool.check_connection,   # a restart leaves dead ones
-                                            open=True, name="mapper-state")
-        return PostgresStateStore(self.settings.database, pool=self._pool)
+        """A writable state store on a connection of this process's pool."""
+        return self._pool.store()
 
     @property
     def compiled(self) -> CompiledMapping:
