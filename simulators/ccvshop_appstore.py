@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +75,9 @@ class AppStoreMixin:
     def install_app(self, app: StoreApp, *, language: str = "nl", timeout: float = 10.0) -> AppInstall:
         """Handshake with the app; on ``200 OK`` the install page URL for the owner's browser.
         Anything else leaves no key pair behind (``handshake_status`` says what came back)."""
-        public = "pub%032x" % self._rng.getrandbits(128)
-        secret = "sec%064x" % self._rng.getrandbits(256)
+        # fresh for every install of every shop, as CCV's (not the seeded generator: two
+        # simulators would hand out the same pair)
+        public, secret = "pub" + secrets.token_hex(16), "sec" + secrets.token_hex(32)
         inst = AppInstall(app, public, secret, self.url + RETURN_PATH)
         with self._lock:
             self.keys[public] = secret
