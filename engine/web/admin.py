@@ -94,7 +94,7 @@ class AdminRoutes:
         if password is None:
             return PlainTextResponse("the operator pages are off: set MAPPER_ADMIN_PASSWORD", status_code=503)
         if request.method == "GET":
-            return self.ctx.render(request, "admin_login.html", {"error": None, "csrf": self._csrf(request)})
+            return self.ctx.render(request, "admin_login.html", {"error": None})
         client = client_of(request)
         from urllib.parse import parse_qs
         try:
@@ -106,14 +106,13 @@ class AdminRoutes:
         if blocked:
             log.warning("admin login from %s refused: %s", client, blocked)
             return self.ctx.render(request, "admin_login.html",
-                                   {"error": "Too many failed attempts: wait 15 minutes.", "csrf": self._csrf(request)},
-                                   429)
+                                   {"error": "Too many failed attempts: wait 15 minutes."}, 429)
         given = fields.get("password", "")
         if not hmac.compare_digest(given.encode("utf-8"), password.encode("utf-8")):
             await run_in_threadpool(self._failed, client)
             log.warning("admin login from %s: wrong password", client)
             return self.ctx.render(request, "admin_login.html",
-                                   {"error": "Wrong password.", "csrf": self._csrf(request)}, 401)
+                                   {"error": "Wrong password."}, 401)
         await run_in_threadpool(self._succeeded, client)
         request.session.clear()
         request.session.update({"admin": True, "csrf": secrets.token_urlsafe(24)})
