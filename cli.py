@@ -7,11 +7,35 @@ from datetime import date
 from pathlib import Path
 from typing import Optional
 
+import functools
+
 import typer
+
+
+class Commands(typer.Typer):
+    """A Typer whose every command reports an engine error in one place (:func:`_fail`): its
+    message on stderr and its exit code (engine/errors.py: 2 for configuration, 1 otherwise,
+    4 busy), never a traceback. Every error the engine raises on purpose is a MapperError."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            @functools.wraps(fn)
+            def handled(*a, **kw):
+                from engine.errors import MapperError
+                try:
+                    return fn(*a, **kw)
+                except MapperError as exc:
+                    _fail(exc)
+            register(handled)
+            return fn
+        return decorator
+
 
 # rich_markup_mode=None: click's plain help and usage errors; rendering them with rich cost
 # ~80 ms of imports on every `--help` (bench/: target 0.3 s).
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+app = Commands(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"max_content_width": 100},
                   help="Turn shop orders into accounting import files, as a mapping declares.")
 
@@ -40,17 +64,13 @@ def _day(value: Optional[str], option: str) -> Optional[date]:
 @app.command()
 def validate(mapping: Path = MappingArg) -> None:
     """Check a mapping: schema, expressions, templates, XSD. Exit 2 on any error."""
-    from engine.errors import MapperError
     from engine.mapping import load_mapping
     from engine.xsd import Validator
-    try:
-        m = load_mapping(mapping)
-        Validator(m.xsd_path)
-        if (m.raw.get("destination") or {}).get("api"):
-            from engine.sinks.api import ApiDestination
-            ApiDestination(m)  # compiles every template and expression of the destination
-    except MapperError as exc:
-        _fail(exc)
+    m = load_mapping(mapping)
+    Validator(m.xsd_path)
+    if (m.raw.get("destination") or {}).get("api"):
+        from engine.sinks.api import ApiDestination
+        ApiDestination(m)  # compiles every template and expression of the destination
     typer.echo(f"{mapping}: ok (mapping '{m.name}')")
 
 
@@ -67,41 +87,34 @@ def dry_run(
     """Preview: run every stage except delivery. Writes nothing but --out."""
     import os
     from engine.debtors import build_matcher
-    from engine.errors import MapperError
     from engine.pipeline import Converter
     from engine.preview_run import dry_run as run_preview
-    from engine.sources.open import http_errors
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
     skipped = {"delivered": 0}
     note = None
-    try:
-        with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
-            window = _window(m, since_d or default_since, until_d, fixtures is not None)
-            with _open_store(state, readonly=True) as store, _destination(m) as dest:  # read, never written
-                bodies = None
-                if dest is not None:
-                    from engine.sinks.api import ApiDebtorMatcher, BodyPreview
-                    bodies = BodyPreview(dest, dest.load_references())
-                    matcher = ApiDebtorMatcher(dest, readonly=True)
-                else:
-                    matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
-                converter = Converter(m, matcher=matcher)
-                records = _skip_delivered(source.records(window), store, m, skipped)
-                kw = {"since": since_d, "until": until_d, "converter": converter, "bodies": bodies}
-                if out == "-":
-                    summary = run_preview(m, records, sys.stdout.buffer, **kw)
-                    sys.stdout.buffer.flush()
-                elif out:
-                    with _atomic(Path(out)) as f:
-                        summary = run_preview(m, records, f, **kw)
-                else:
-                    summary = run_preview(m, records, None, **kw)
-    except MapperError as exc:
-        _fail(exc)
-    except http_errors() as exc:
-        _fail(exc)
+    with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
+        window = _window(m, since_d or default_since, until_d, fixtures is not None)
+        with _open_store(state, readonly=True) as store, _destination(m) as dest:  # read, never written
+            bodies = None
+            if dest is not None:
+                from engine.sinks.api import ApiDebtorMatcher, BodyPreview
+                bodies = BodyPreview(dest, dest.load_references())
+                matcher = ApiDebtorMatcher(dest, readonly=True)
+            else:
+                matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
+            converter = Converter(m, matcher=matcher)
+            records = _skip_delivered(source.records(window), store, m, skipped)
+            kw = {"since": since_d, "until": until_d, "converter": converter, "bodies": bodies}
+            if out == "-":
+                summary = run_preview(m, records, sys.stdout.buffer, **kw)
+                sys.stdout.buffer.flush()
+            elif out:
+                with _atomic(Path(out)) as f:
+                    summary = run_preview(m, records, f, **kw)
+            else:
+                summary = run_preview(m, records, None, **kw)
     if skipped["delivered"]:
         print(f"{skipped['delivered']} orders already delivered by earlier runs are left out", file=report)
     if note:
@@ -232,11 +245,9 @@ def run(
 ) -> None:
     """Deliver paid orders to the outbox, each exactly once. Exit 3 when some were quarantined."""
     import os
-    from engine.errors import MapperError
     from engine.debtors import build_matcher
     from engine.outbox import Outbox
     from engine.runner import Runner
-    from engine.sources.open import http_errors
     from engine.state import LockBusy
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
@@ -274,10 +285,6 @@ def run(
     except LockBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BUSY) from None
-    except MapperError as exc:
-        _fail(exc)
-    except http_errors() as exc:
-        _fail(exc)
     _run_summary(result, box, api=not isinstance(target, Outbox))
     raise typer.Exit(EXIT_QUARANTINE if result.counts["quarantined"] else EXIT_OK)
 
@@ -357,43 +364,39 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
     import json
     import os
     from engine.clock import now
-    from engine.errors import MapperError
     from engine.mapping import load_mapping
     from engine.runner import PLAN_YEAR_ZONE, plan_limit, plan_year
-    try:
-        m = load_mapping(mapping)
-        with _open_store(state, readonly=True, shop=shop) as store:
-            plan = (store.shop.plan if shop else None) or os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
-            year = plan_year(now())
-            switch = store.enabled_state(m.name)
-            held = store.held(m.name)
-            hints = store.all_hints(m.name)
-            credits = store.credits(m.name)
-            data = {
-                "mapping": m.name,
-                "enabled": switch.enabled,
-                "disabled": None if switch.enabled else {
-                    "since": switch.changed_at.isoformat() if switch.changed_at else None, "reason": switch.reason},
-                "held_by_plan": {"count": len(held), "since": held[0][1].isoformat() if held else None,
-                                 "orders": [{"order_id": ref.shop_id, "number": ref.number,
-                                             "order_date": ref.order_date.isoformat()} for ref, _ in held]},
-                "hints": {"pending": sum(1 for h in hints if h.status == "pending"),
-                          "refused": sum(1 for h in hints if h.status == "refused")},
-                "credits": {status: [{"credit_id": c.credit_id, "order_id": c.order_id, "amount": str(c.amount),
-                                      "reason": c.reason} for c in credits if c.status == status]
-                            for status in ("booked", "flagged", "waiting", "settled")},
-                "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
-                         "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
-                "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode,
-                          "outcome": r.outcome or ("running" if store.lock_holder(m.name) else "interrupted"),
-                          "finished": r.finished_at.isoformat() if r.finished_at else None, "counts": r.counts}
-                         for r in store.last_runs(m.name, 10)],
-                "quarantine": [_q(q) for q in store.open_quarantine(m.name)],
-                "pending_batches": [{"id": b.id, "file": b.file_name, "orders": len(b.orders)}
-                                    for b in store.pending_batches(m.name)],
-            }
-    except MapperError as exc:
-        _fail(exc)
+    m = load_mapping(mapping)
+    with _open_store(state, readonly=True, shop=shop) as store:
+        plan = (store.shop.plan if shop else None) or os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+        year = plan_year(now())
+        switch = store.enabled_state(m.name)
+        held = store.held(m.name)
+        hints = store.all_hints(m.name)
+        credits = store.credits(m.name)
+        data = {
+            "mapping": m.name,
+            "enabled": switch.enabled,
+            "disabled": None if switch.enabled else {
+                "since": switch.changed_at.isoformat() if switch.changed_at else None, "reason": switch.reason},
+            "held_by_plan": {"count": len(held), "since": held[0][1].isoformat() if held else None,
+                             "orders": [{"order_id": ref.shop_id, "number": ref.number,
+                                         "order_date": ref.order_date.isoformat()} for ref, _ in held]},
+            "hints": {"pending": sum(1 for h in hints if h.status == "pending"),
+                      "refused": sum(1 for h in hints if h.status == "refused")},
+            "credits": {status: [{"credit_id": c.credit_id, "order_id": c.order_id, "amount": str(c.amount),
+                                  "reason": c.reason} for c in credits if c.status == status]
+                        for status in ("booked", "flagged", "waiting", "settled")},
+            "plan": {"name": plan, "limit": plan_limit(plan), "year": year,
+                     "delivered": store.delivered_count(m.name, year, PLAN_YEAR_ZONE)},
+            "runs": [{"id": r.id, "started": r.started_at.isoformat(), "mode": r.mode,
+                      "outcome": r.outcome or ("running" if store.lock_holder(m.name) else "interrupted"),
+                      "finished": r.finished_at.isoformat() if r.finished_at else None, "counts": r.counts}
+                     for r in store.last_runs(m.name, 10)],
+            "quarantine": [_q(q) for q in store.open_quarantine(m.name)],
+            "pending_batches": [{"id": b.id, "file": b.file_name, "orders": len(b.orders)}
+                                for b in store.pending_batches(m.name)],
+        }
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -433,7 +436,7 @@ def _q(q) -> dict:
             "status": q.status, "first_seen": q.first_seen.isoformat(), "last_seen": q.last_seen.isoformat()}
 
 
-quarantine_app = typer.Typer(help="Orders that could not be converted: list, retry, drop.", no_args_is_help=True,
+quarantine_app = Commands(help="Orders that could not be converted: list, retry, drop.", no_args_is_help=True,
                              rich_markup_mode=None)
 app.add_typer(quarantine_app, name="quarantine")
 
@@ -450,13 +453,9 @@ def quarantine_list(mapping: Path = MappingArg, state: Optional[str] = StateOpt,
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Open quarantine with reasons, attempts, first and last seen."""
     import json
-    from engine.errors import MapperError
-    try:
-        name = _mapping_name(mapping)
-        with _open_store(state, readonly=True, shop=shop) as store:
-            entries = [_q(q) for q in store.open_quarantine(name)]
-    except MapperError as exc:
-        _fail(exc)
+    name = _mapping_name(mapping)
+    with _open_store(state, readonly=True, shop=shop) as store:
+        entries = [_q(q) for q in store.open_quarantine(name)]
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
@@ -472,18 +471,14 @@ def quarantine_retry(mapping: Path = MappingArg, orders: list[str] = typer.Argum
                      state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Try these orders again in the next run (also dropped ones)."""
     from engine.clock import now
-    from engine.errors import MapperError
-    try:
-        name = _mapping_name(mapping)
-        with _open_store(state, shop=shop) as store:
-            ids = _resolve_orders(store, name, orders)
-            was_open = {q.shop_id for q in store.open_quarantine(name)}
-            was_dropped = store.dropped(name)
-            reopened = store.retry(name, ids)
-            for shop_id in ids:
-                store.add_hint(name, shop_id, "retry", now())
-    except MapperError as exc:
-        _fail(exc)
+    name = _mapping_name(mapping)
+    with _open_store(state, shop=shop) as store:
+        ids = _resolve_orders(store, name, orders)
+        was_open = {q.shop_id for q in store.open_quarantine(name)}
+        was_dropped = store.dropped(name)
+        reopened = store.retry(name, ids)
+        for shop_id in ids:
+            store.add_hint(name, shop_id, "retry", now())
     for given, shop_id in zip(orders, ids):
         label = f"order {given}" + (f" (id {shop_id})" if given != shop_id else "")
         if shop_id in was_dropped:
@@ -503,34 +498,26 @@ def quarantine_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argume
                     state: Optional[str] = StateOpt, shop: Optional[str] = ShopOpt) -> None:
     """Stop trying these quarantined orders; the drop and its reason are recorded."""
     from engine.clock import now
-    from engine.errors import MapperError
-    try:
-        name = _mapping_name(mapping)
-        with _open_store(state, shop=shop) as store:
-            ids = _resolve_orders(store, name, orders)
-            quarantined = {q.shop_id for q in store.open_quarantine(name)} | store.dropped(name)
-            strangers = [given for given, shop_id in zip(orders, ids) if shop_id not in quarantined]
-            if strangers and not force:
-                typer.echo(f"error: not in quarantine: {', '.join(strangers)}; a dropped order is never "
-                           f"delivered. Give --force if that is what you want", err=True)
-                raise typer.Exit(EXIT_CONFIG)
-            for shop_id in ids:
-                store.drop(name, shop_id, reason, now())
-    except MapperError as exc:
-        _fail(exc)
+    name = _mapping_name(mapping)
+    with _open_store(state, shop=shop) as store:
+        ids = _resolve_orders(store, name, orders)
+        quarantined = {q.shop_id for q in store.open_quarantine(name)} | store.dropped(name)
+        strangers = [given for given, shop_id in zip(orders, ids) if shop_id not in quarantined]
+        if strangers and not force:
+            typer.echo(f"error: not in quarantine: {', '.join(strangers)}; a dropped order is never "
+                       f"delivered. Give --force if that is what you want", err=True)
+            raise typer.Exit(EXIT_CONFIG)
+        for shop_id in ids:
+            store.drop(name, shop_id, reason, now())
     typer.echo(f"dropped {len(ids)} order(s): {reason}"
                + (f" ({len(strangers)} not in quarantine, dropped with --force)" if strangers else ""))
 
 
 def _switch(mapping: Path, state: Optional[str], enabled: bool, reason: Optional[str]) -> None:
     from engine.clock import now
-    from engine.errors import MapperError
-    try:
-        name = _mapping_name(mapping)
-        with _open_store(state) as store:
-            store.set_enabled(name, enabled, now(), reason)
-    except MapperError as exc:
-        _fail(exc)
+    name = _mapping_name(mapping)
+    with _open_store(state) as store:
+        store.set_enabled(name, enabled, now(), reason)
     typer.echo(f"{name} {'enabled' if enabled else 'disabled: runs do nothing until `mapper enable`'}")
 
 
@@ -560,15 +547,11 @@ def listen(
     """
     import logging
     from engine.clock import now
-    from engine.errors import MapperError
     from engine.mapping import load_mapping
     from engine.webhooks import WebhookListener
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        m = load_mapping(mapping)
-        _open_store(state).close()  # fail now, not on the first webhook
-    except MapperError as exc:
-        _fail(exc)
+    m = load_mapping(mapping)
+    _open_store(state).close()  # fail now, not on the first webhook
     spec = (m.raw.get("intake") or {}).get("webhooks") or {}
 
     import hmac
@@ -613,10 +596,10 @@ def listen(
         listener.stop()
 
 
-hooks_app = typer.Typer(help="Webhook subscriptions: each has a secret address /hooks/<token>/<event>.",
+hooks_app = Commands(help="Webhook subscriptions: each has a secret address /hooks/<token>/<event>.",
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(hooks_app, name="hooks")
-hints_app = typer.Typer(help="Webhook hints waiting for the next run, and those refused.", no_args_is_help=True,
+hints_app = Commands(help="Webhook hints waiting for the next run, and those refused.", no_args_is_help=True,
                         rich_markup_mode=None)
 app.add_typer(hints_app, name="hints")
 
@@ -630,7 +613,6 @@ def hooks_add(mapping: Path = MappingArg,
     """Make a subscription's secret address (shown once; the state keeps only its hash)."""
     import re
     from engine.clock import now
-    from engine.errors import MapperError
     from engine.webhooks import new_token
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", event):
         typer.echo(f"error: {event!r} is not an event name (e.g. orders.updated.ispaid)", err=True)
@@ -638,16 +620,13 @@ def hooks_add(mapping: Path = MappingArg,
     if not re.match(r"https?://[^/\s]+", base_url):
         typer.echo(f"error: --base-url {base_url!r} is not a web address", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    try:
-        m_name = _mapping_name(mapping)
-        token, hashed = new_token()
-        address = f"{base_url.rstrip('/')}/hooks/{token}/{event}"
-        with _open_store(state) as store:
-            store.add_webhook_token(m_name, hashed, event, now())
-        if subscribe:
-            _subscribe_at_shop(mapping, event, address)
-    except MapperError as exc:
-        _fail(exc)
+    m_name = _mapping_name(mapping)
+    token, hashed = new_token()
+    address = f"{base_url.rstrip('/')}/hooks/{token}/{event}"
+    with _open_store(state) as store:
+        store.add_webhook_token(m_name, hashed, event, now())
+    if subscribe:
+        _subscribe_at_shop(mapping, event, address)
     typer.echo(f"subscription {hashed[:12]} for {event}; its address (shown only now, keep it secret):")
     typer.echo(address)
 
@@ -726,7 +705,7 @@ def hints_drop(mapping: Path = MappingArg, orders: list[str] = typer.Argument(..
                                                f"; {len(set(orders)) - removed} id(s) had none"))
 
 
-debtors_app = typer.Typer(help="The debtor register: e-mail (as a keyed hash) -> debtor number.", no_args_is_help=True,
+debtors_app = Commands(help="The debtor register: e-mail (as a keyed hash) -> debtor number.", no_args_is_help=True,
                           rich_markup_mode=None)
 app.add_typer(debtors_app, name="debtors")
 
@@ -738,23 +717,19 @@ def debtors_import(mapping: Path = MappingArg,
     """Seed the register, so known customers keep their Asperion debtor number."""
     import os
     from engine.debtors import check_register_key, import_debtors, register_secret
-    from engine.errors import MapperError
     from engine.mapping import load_mapping
-    try:
-        m = load_mapping(mapping)
-        spec = m.raw["customer"].get("directory") or {}
-        if spec.get("kind") != "register":
-            typer.echo(f"error: {mapping} does not use a debtor register (customer.directory.kind: register)", err=True)
-            raise typer.Exit(EXIT_CONFIG)
-        with _open_store(state, shop=shop) as store:
-            environ = dict(os.environ)
-            if shop:    # a hosted shop's register is keyed with its own (sealed) key
-                environ[spec.get("key_env", "MAPPER_DEBTOR_KEY")] = store.secrets.debtor_key
-            secret = register_secret(environ, spec.get("key_env", "MAPPER_DEBTOR_KEY"))
-            check_register_key(store, m.name, secret, spec.get("key_env", "MAPPER_DEBTOR_KEY"), readonly=False)
-            report = import_debtors(file, store, m.name, secret)
-    except MapperError as exc:
-        _fail(exc)
+    m = load_mapping(mapping)
+    spec = m.raw["customer"].get("directory") or {}
+    if spec.get("kind") != "register":
+        typer.echo(f"error: {mapping} does not use a debtor register (customer.directory.kind: register)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    with _open_store(state, shop=shop) as store:
+        environ = dict(os.environ)
+        if shop:    # a hosted shop's register is keyed with its own (sealed) key
+            environ[spec.get("key_env", "MAPPER_DEBTOR_KEY")] = store.secrets.debtor_key
+        secret = register_secret(environ, spec.get("key_env", "MAPPER_DEBTOR_KEY"))
+        check_register_key(store, m.name, secret, spec.get("key_env", "MAPPER_DEBTOR_KEY"), readonly=False)
+        report = import_debtors(file, store, m.name, secret)
     typer.echo(f"{file}: {report.added} added, {report.already} already registered, {len(report.skipped)} skipped")
     for line, why in report.skipped:
         typer.echo(f"  line {line}: {why}")
@@ -762,9 +737,9 @@ def debtors_import(mapping: Path = MappingArg,
 
 # --------------------------------------------------------------------------- hosted mode (many shops)
 
-db_app = typer.Typer(help="Hosted mode's database (MAPPER_DATABASE).", no_args_is_help=True, rich_markup_mode=None)
+db_app = Commands(help="Hosted mode's database (MAPPER_DATABASE).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
-shops_app = typer.Typer(help="Hosted mode: the shops one provider serves (MAPPER_DATABASE, MAPPER_MASTER_KEY).",
+shops_app = Commands(help="Hosted mode: the shops one provider serves (MAPPER_DATABASE, MAPPER_MASTER_KEY).",
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(shops_app, name="shops")
 ShopArg = typer.Argument(..., metavar="SHOP", help="The shop's id, as `mapper shops list` shows it.")
@@ -773,19 +748,15 @@ ShopArg = typer.Argument(..., metavar="SHOP", help="The shop's id, as `mapper sh
 def _hosted():
     """Settings, store and registry of hosted mode; configuration errors exit 2."""
     import contextlib
-    from engine.errors import MapperError
 
     @contextlib.contextmanager
     def cm():
         from engine.hosted.shops import ShopRegistry
         from engine.hosted.worker import HostedSettings
         from engine.state import open_state
-        try:
-            settings = HostedSettings.from_env()
-            with open_state(settings.database) as store:
-                yield settings, ShopRegistry(store)
-        except MapperError as exc:
-            _fail(exc)
+        settings = HostedSettings.from_env()
+        with open_state(settings.database) as store:
+            yield settings, ShopRegistry(store)
     return cm()
 
 
@@ -810,15 +781,11 @@ def shops_add(name: str = typer.Argument(..., metavar="NAME", help="The shop's n
     """Register a shop; its API key pair comes from CCVSHOP_PUBLIC_KEY and CCVSHOP_SECRET_KEY."""
     import os
     from engine.clock import now
-    from engine.errors import MapperError
     with _hosted() as (_, registry):
-        try:
-            shop = registry.add(name, api_root, plan=plan, licence_code=licence_code, contact_name=contact,
-                                contact_email=email, now=now(), run_on_hint=run_on_hint,
-                                ccv_public=os.environ.get("CCVSHOP_PUBLIC_KEY", ""),
-                                ccv_secret=os.environ.get("CCVSHOP_SECRET_KEY", ""))
-        except MapperError as exc:
-            _fail(exc)
+        shop = registry.add(name, api_root, plan=plan, licence_code=licence_code, contact_name=contact,
+                            contact_email=email, now=now(), run_on_hint=run_on_hint,
+                            ccv_public=os.environ.get("CCVSHOP_PUBLIC_KEY", ""),
+                            ccv_secret=os.environ.get("CCVSHOP_SECRET_KEY", ""))
     typer.echo(f"added {shop.name} ({shop.plan}), daily run at {shop.run_time} Europe/Amsterdam, "
                f"first run {shop.next_run_at:%Y-%m-%d %H:%M} UTC")
     typer.echo(shop.id)
@@ -878,12 +845,8 @@ def shops_run(shop: Optional[str] = typer.Argument(None, metavar="SHOP", help="A
 
 def _shop_status(shop_id: str, status: str, reason: Optional[str]) -> None:
     from engine.clock import now
-    from engine.errors import MapperError
     with _hosted() as (_, registry):
-        try:
-            shop = registry.set_status(shop_id, status, now(), reason)
-        except MapperError as exc:
-            _fail(exc)
+        shop = registry.set_status(shop_id, status, now(), reason)
     typer.echo(f"{shop.id} ({shop.name}) is {shop.status}")
 
 
@@ -912,12 +875,8 @@ def shops_remove(shop: str = ShopArg) -> None:
 def shops_reseal() -> None:
     """After a master-key rotation: seal every shop's secrets under MAPPER_MASTER_KEY (the old
     key in MAPPER_MASTER_KEY_OLD); afterwards the old key is no longer needed."""
-    from engine.errors import MapperError
     with _hosted() as (_, registry):
-        try:
-            count = registry.reseal_all()
-        except MapperError as exc:
-            _fail(exc)
+        count = registry.reseal_all()
     typer.echo(f"resealed the secrets of {count} shop(s) under the current MAPPER_MASTER_KEY")
 
 
@@ -926,13 +885,9 @@ def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="
            until_idle: bool = typer.Option(False, "--until-idle", help="Exit once nothing is due or waiting.")) -> None:
     """Hosted mode: run the shops' jobs from the queue (MAPPER_DATABASE), one process per core."""
     import logging
-    from engine.errors import MapperError
     from engine.hosted.worker import HostedSettings, run_worker
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        run_worker(HostedSettings.from_env(), concurrency=concurrency, until_idle=until_idle)
-    except MapperError as exc:
-        _fail(exc)
+    run_worker(HostedSettings.from_env(), concurrency=concurrency, until_idle=until_idle)
 
 
 @app.command()
@@ -942,15 +897,12 @@ def serve(host: str = typer.Option("127.0.0.1", metavar="H", help="Address to li
                                                   help="The proxies whose X-Forwarded-For/-Proto are believed.")) -> None:
     """Hosted mode: the App Store, webhooks, operator pages and /metrics (behind an HTTPS proxy)."""
     import logging
-    from engine.errors import MapperError
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         import uvicorn
         from engine.web.app import create_app
         from engine.web.context import WebSettings
         app_ = create_app(WebSettings.from_env())
-    except MapperError as exc:
-        _fail(exc)
     except ImportError as exc:
         typer.echo(f"error: `mapper serve` needs the hosted extras ({exc.name} is missing): "
                    f"pip install 'mapper[hosted]'", err=True)
@@ -971,23 +923,19 @@ def debtors_rekey(mapping: Path = MappingArg, state: Optional[str] = StateOpt, s
     import os
     from engine.clock import now
     from engine.debtors import key_check_value, register_secret
-    from engine.errors import MapperError
     from engine.mapping import load_mapping
     if not yes:
         typer.echo("error: this deletes the register's entries; add --yes to go ahead", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    try:
-        m = load_mapping(mapping)
-        variable = (m.raw["customer"].get("directory") or {}).get("key_env", "MAPPER_DEBTOR_KEY")
-        with _open_store(state, shop=shop) as store:
-            environ = dict(os.environ)
-            if shop:
-                environ[variable] = store.secrets.debtor_key
-            secret = register_secret(environ, variable)
-            gone = store.forget_register(m.name)
-            store.set_register_check(m.name, key_check_value(secret), now())
-    except MapperError as exc:
-        _fail(exc)
+    m = load_mapping(mapping)
+    variable = (m.raw["customer"].get("directory") or {}).get("key_env", "MAPPER_DEBTOR_KEY")
+    with _open_store(state, shop=shop) as store:
+        environ = dict(os.environ)
+        if shop:
+            environ[variable] = store.secrets.debtor_key
+        secret = register_secret(environ, variable)
+        gone = store.forget_register(m.name)
+        store.set_register_check(m.name, key_check_value(secret), now())
     typer.echo(f"register of {m.name}: {gone} entries deleted, now keyed with {variable}; "
                f"re-import the debtors: `mapper debtors import {mapping} FILE`")
 

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jinja2
 import pytest
 
-from engine.http.client import HttpError
 from engine.http.pagination import (NextLinkPaginator, OffsetPaginator, PagePaginator,
                                     PageRequest, PaginationError, build_paginator, dig,
                                     register_paginator, registered_paginator_kinds)
@@ -358,11 +357,12 @@ def test_offset_pagination_over_http():
 
 
 def test_malformed_pages_give_clear_errors():
+    from engine.errors import SourceError
     pages = {"/items": {"items": {"id": 1}}}
     with _PagedServer(pages) as srv:
-        with pytest.raises(HttpError, match="not a list"):
+        with pytest.raises(SourceError, match="not a list"):
             list(HttpSource(_plain_config(srv.url), render).records({}))
     pages = {"/items": {"items": [{"name": "no id"}]}}
     with _PagedServer(pages) as srv:
-        with pytest.raises(HttpError, match="has no 'id' field"):
+        with pytest.raises(SourceError, match="has no 'id' field"):
             list(HttpSource(_plain_config(srv.url), render).records({}))

@@ -22,6 +22,8 @@ import string
 import time
 from typing import Any, Callable, Mapping, MutableMapping
 
+from ..errors import ConfigError
+
 __all__ = [
     "Auth",
     "AuthConfigError",
@@ -38,7 +40,7 @@ Clock = Callable[[], float]
 AuthBuilder = Callable[..., "Auth"]
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ConfigError, ValueError):
     """The ``auth`` block of a mapping cannot be used (unknown kind, missing key...)."""
 
 

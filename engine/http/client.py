@@ -36,6 +36,7 @@ import requests
 import tenacity
 
 from .. import jsondecode
+from ..errors import ConfigError, MapperError
 from .auth import Auth, build_auth
 from .pagination import origin_of
 from .ratelimit import SlidingWindowLimiter, resource_of
@@ -61,12 +62,14 @@ Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
 
 
 # -- errors ------------------------------------------------------------------------------------
+# All under engine.errors.MapperError (exit 1; a configuration error 2), so that a command
+# reports them in one place.
 
-class HttpConfigError(ValueError):
+class HttpConfigError(ConfigError, ValueError):
     """The ``http`` block cannot be used as it is (e.g. plain HTTP with credentials)."""
 
 
-class HttpError(Exception):
+class HttpError(MapperError):
     """A request failed for good. The message is safe to show: it carries no secrets."""
 
     def __init__(self, message: str, *, method: str | None = None, url: str | None = None,

@@ -18,12 +18,13 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..errors import MapperError
 from .auth import Auth, AuthConfigError, register_auth
 
 MARGIN = 30.0  # renew this many seconds before the token expires
 
 
-class TokenError(Exception):
+class TokenError(MapperError):
     """The token endpoint refused or failed; the message carries no secrets."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
+from ..errors import SourceError
+
 __all__ = [
     "PageRequest",
     "PaginationError",
@@ -38,7 +40,7 @@ __all__ = [
 DEFAULT_MAX_PAGES = 10_000
 
 
-class PaginationError(RuntimeError):
+class PaginationError(SourceError, RuntimeError):
     """A list could not be walked safely (loop, page cap, foreign host, bad config)."""
 
 

@@ -26,18 +26,19 @@ import logging
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
-from engine.http.client import HttpClient, HttpError, NotFound
+from engine.errors import SourceError
+from engine.http.client import HttpClient, NotFound
 from engine.sources.fixtures import BrokenRecord
 from engine.http.pagination import PaginationError, build_paginator, dig
 
-__all__ = ["HttpSource", "SourceError"]
+__all__ = ["HttpSource", "ShapeError"]
 
 log = logging.getLogger("engine.sources.http")
 
 Render = Callable[[str, dict], str]
 
 
-class SourceError(HttpError):
+class ShapeError(SourceError):
     """A page or record did not have the declared shape."""
 
 
@@ -86,11 +87,11 @@ class HttpSource:
         for item in self._walk(path, params, cfg.get("items", "items"), cfg.get("paginate"),
                                what="records"):
             if not isinstance(item, dict):
-                raise SourceError(f"a page of {path} holds a {type(item).__name__} where a "
+                raise ShapeError(f"a page of {path} holds a {type(item).__name__} where a "
                                   f"record object was expected")
             rid = item.get(self.id_field)
             if rid is None:
-                raise SourceError(f"a record from {path} has no '{self.id_field}' field")
+                raise ShapeError(f"a record from {path} has no '{self.id_field}' field")
             key = str(rid)
             if key in self._seen:
                 self._counts["duplicates"] += 1
@@ -128,7 +129,7 @@ class HttpSource:
             return None
         record = dig(data, cfg.get("item")) if cfg.get("item") else data
         if not isinstance(record, dict):
-            raise SourceError(f"the lookup of {path} returned a {type(record).__name__}, "
+            raise ShapeError(f"the lookup of {path} returned a {type(record).__name__}, "
                               f"not a record object")
         try:
             self._expand(record, ctx)
@@ -167,7 +168,7 @@ class HttpSource:
             if items is None:
                 items = []
             if not isinstance(items, list):
-                raise SourceError(f"the '{items_at}' field of a page of {path} is a "
+                raise ShapeError(f"the '{items_at}' field of a page of {path} is a "
                                   f"{type(items).__name__}, not a list ({what})")
             yield from items
             req = paginator.next(page, req, items)

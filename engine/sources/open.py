@@ -27,15 +27,6 @@ def render(source: str, context: dict) -> str:
         raise SourceError(f"source template {source!r}: {exc}") from None
 
 
-def http_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP layer's exceptions, to be reported as one clear sentence."""
-    from ..http.auth import AuthConfigError
-    from ..http.client import HttpConfigError, HttpError
-    from ..http.oauth import TokenError
-    from ..http.pagination import PaginationError
-    return (HttpError, HttpConfigError, PaginationError, AuthConfigError, TokenError)
-
-
 def open_source(mapping, fixtures: str | Path | None = None):
     """A source with ``records(window)`` and ``lookup(id)``."""
     if fixtures is not None:
@@ -47,12 +38,12 @@ def open_source(mapping, fixtures: str | Path | None = None):
         raise MappingError("this mapping declares no source.http: give --fixtures DIR", file=str(mapping.file))
     from .http import HttpSource
     from ..http.auth import AuthConfigError
-    from ..http.client import HttpConfigError
+    from ..http.client import HttpConfigError, HttpError
     try:
         return HttpSource(config, render)
     except (HttpConfigError, AuthConfigError) as exc:   # the configuration is wrong: exit 2
         raise MappingError(f"source: {exc}", file=str(mapping.file)) from None
-    except http_errors() as exc:
+    except HttpError as exc:
         raise SourceError(f"cannot use the shop API: {exc}") from None
     except ValueError as exc:
         raise MappingError(f"source: {exc}", file=str(mapping.file)) from None
