@@ -891,6 +891,38 @@ def worker(concurrency: int = typer.Option(1, min=1, max=64, metavar="N", help="
 
 
 @app.command()
+def explain(mapping: Path = MappingArg,
+            code: bool = typer.Option(False, "--code", help="Also print the generated Python.")) -> None:
+    """How each expression and template of a mapping runs: a constant, a field path, generated
+    Python, or Jinja (and why); with --code, the code, and the stage and writer functions."""
+    from collections import Counter
+    from engine.codegen import generated_source
+    from engine.expressions import how_it_runs
+    from engine.mapping import load_mapping
+    m = load_mapping(mapping)
+    rows = sorted(((line, field, *how_it_runs(value)) for field, line, value in m.compiled_values),
+                  key=lambda r: (r[0] or 0, r[1]))
+    kinds = Counter(kind for _, _, kind, _ in rows)
+    typer.echo(f"{mapping}: {len(rows)} expressions and templates: "
+               + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
+    for line, field, kind, detail in rows:
+        shown = detail if kind in ("Jinja", "field path") else ""
+        typer.echo(f"  {line or '?':>4}  {field:<48} {kind}" + (f": {shown}" if shown else ""))
+        if code and kind == "generated Python":
+            typer.echo(f"        {detail}")
+    if code:
+        from engine.document import record_level
+        from engine.render import writer
+        from engine.stages import compile_stages
+        typer.echo("\n# the stage functions (engine/stages.py), as generated for this mapping")
+        typer.echo(compile_stages(m).source)
+        if m.record_element is not None:
+            write = writer(m.record_element, m.replacements, record_level(m.document))
+            typer.echo("# the writer of output.record (engine/render.py)")
+            typer.echo(generated_source(write) or "(not generated)")
+
+
+@app.command()
 def serve(host: str = typer.Option("127.0.0.1", metavar="H", help="Address to listen on (the HTTPS proxy's side)."),
           port: int = typer.Option(8080, min=1, max=65535, metavar="P", help="Port to listen on."),
           forwarded_allow_ips: str = typer.Option("127.0.0.1", "--forwarded-allow-ips", metavar="IPS",

@@ -42,6 +42,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 from jinja2.utils import _PassArg
 
+from .codegen import run_generated
 from .errors import MappingError, in_words
 from .filters import FILTERS, MAX_TEXT, PLAIN_NUMBER_FILTERS, TESTS, NoMatch, check_printf, check_size
 
@@ -613,7 +614,7 @@ class _Gen:
         # an Undefined result (a filter such as attr() can return one) is Jinja's error to raise
         src = (f"def _fast(c):\n    try:\n        _r = {code}\n    except _Exc:\n        return _slow(c)\n"
                f"    return _slow(c) if isinstance(_r, _Undef) else _r\n")
-        exec(compile(src, "<mapping expression>", "exec"), self.ns)  # noqa: S102 - generated from Jinja's parse tree
+        run_generated(src, "expression", self.ns)
         return self.ns["_fast"]
 
 
@@ -728,6 +729,36 @@ class InlineCode:
         node = body[0].nodes[0]
         return (type(node) is nodes.Filter and node.name in PLAIN_NUMBER_FILTERS
                 and ENV.filters.get(node.name) is FILTERS[node.name])
+
+
+def how_it_runs(compiled: "Expression | Template") -> tuple[str, str | None]:
+    """How a compiled value is evaluated, for `mapper explain`: ``("constant", None)``,
+    ``("field path", path)``, ``("generated Python", code)`` or ``("Jinja", why not generated)``.
+    The code is the fast path's, as the stages and the writer inline it."""
+    source = compiled.source
+    if isinstance(compiled, Template):
+        if compiled.constant is not None:
+            return "constant", None
+        match = _TEMPLATE_PATH.match(source)
+    else:
+        match = _PATH.match(source) if compiled.is_path else None
+    if match and not (set(match.group(1).split(".")) & _KEYWORDS):
+        return "field path", match.group(1)
+    gen = _Gen()
+    try:
+        if isinstance(compiled, Template):
+            code = gen.output(parse_template(source))
+        else:
+            node = parse_expression(source)
+            if node is None:
+                return "Jinja", "text follows the expression"
+            code = gen.expr(node)
+        compile(code, "<explain>", "eval")
+    except _Unsupported as exc:
+        return "Jinja", f"the code generator does not cover {exc}"
+    except Exception as exc:  # noqa: BLE001 - said in words
+        return "Jinja", f"no code generated ({type(exc).__name__})"
+    return "generated Python", code
 
 
 class Expression:

@@ -117,6 +117,8 @@ class Mapping_:
     seconds_per_record: float = 2.0
     #: ``credit``: where credits come from and how a credit note reads (None: no credit notes)
     credit: CreditSpec | None = None
+    #: every expression and template compiled at load: (field, line, compiled), for `mapper explain`
+    compiled_values: list[tuple[str, int | None, Any]] = field(default_factory=list)
 
     def source_config(self) -> dict[str, Any]:
         """The source section, raising now for any ${VAR} it needs that is not set."""
@@ -140,6 +142,7 @@ class _Compiler:
     def __init__(self, located: Located):
         self.located = located
         self.errors: list[MappingError] = []
+        self.compiled: list[tuple[str, int | None, Expression | Template]] = []   # (field, line, value)
 
     def _pos(self, path):
         return self.located.where(path)
@@ -150,10 +153,13 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_expression(value, file=self.located.file_of(path), line=line, column=col, field=dotted(path))
+            compiled = compile_expression(value, file=self.located.file_of(path), line=line, column=col,
+                                          field=dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
+        self.compiled.append((dotted(path), line, compiled))
+        return compiled
 
     def tmpl(self, path, value=None) -> Template | None:
         value = self._get(path) if value is None else value
@@ -161,10 +167,13 @@ class _Compiler:
             return None
         line, col = self._pos(path)
         try:
-            return compile_template(value, file=self.located.file_of(path), line=line, column=col, field=dotted(path))
+            compiled = compile_template(value, file=self.located.file_of(path), line=line, column=col,
+                                        field=dotted(path))
         except MappingError as exc:
             self.errors.append(exc)
             return None
+        self.compiled.append((dotted(path), line, compiled))
+        return compiled
 
     def _get(self, path):
         node: Any = self.located.data
@@ -425,6 +434,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
         seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
         credit=_credit_spec(c, d.get("credit")),
+        compiled_values=c.compiled,
     )
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .codegen import run_generated
 from .errors import MappingError
 from .evaluate import call
 from .expressions import InlineCode
@@ -128,7 +129,7 @@ class _WriterCode:
         self.emit(0, "def _write(c, out):")
         self.element(spec, where, level, "c", None, 1)
         source = "\n".join(self.written + self.lines) + "\n"
-        exec(compile(source, f"<writer of {where}>", "exec"), self.ns)  # noqa: S102 - generated from the mapping
+        run_generated(source, f"writer of {where}", self.ns)
         return self.ns["_write"]
 
     def text(self, template, ctx: str, where: str, var: str, depth: int, clean: str = "_clean") -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
+from .codegen import run_generated
 from .errors import MappingError, OrderError
 from .evaluate import as_amount, call
 from .expressions import Expression, InlineCode, Template
@@ -47,6 +48,7 @@ class StageCode:
     customer: Callable  # ctx -> (key, name)
     invoice: InvoiceCode
     outcome: Callable  # ctx -> (created, preview values)
+    source: str = ""  # the generated Python of all of them (`mapper explain --code`)
 
 
 def compile_stages(mapping: Mapping_, inline: bool = True) -> StageCode:
@@ -145,14 +147,14 @@ class _StageWriter:
                 ("value", inv["currency"], "invoice.currency"))),
         }
         source = "\n".join(self.lines) + "\n"
-        exec(compile(source, f"<stages of {m.name}>", "exec"), self.ns)  # noqa: S102 - generated from the mapping
+        run_generated(source, f"stages of {m.name}", self.ns)
 
         def fn(name):  # the generated function of that name (None: none was needed)
             return None if name is None else self.ns[name]
 
         invoice = {k: [(fn(a), fn(b)) for a, b in v] if k in ("charges", "discounts") else fn(v)
                    for k, v in invoice.items()}
-        return StageCode(**{k: fn(v) for k, v in names.items()}, invoice=InvoiceCode(**invoice))
+        return StageCode(**{k: fn(v) for k, v in names.items()}, invoice=InvoiceCode(**invoice), source=source)
 
     def values(self, *specs: tuple[str, Any, str]) -> str:
         """Emit each value in order; the tuple of them. A value of no expression is None."""
