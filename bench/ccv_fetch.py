@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import jinja2  # noqa: E402
 
-from engine.sources.http import HttpSource  # noqa: E402
-from simulators import ccvshop as sim_mod  # noqa: E402
-from simulators.ccvshop_data import generate_orders  # noqa: E402
+from engine.io.sources.http import HttpSource  # noqa: E402
+from engine.simulators import ccvshop as sim_mod  # noqa: E402
+from engine.simulators.ccvshop_data import generate_orders  # noqa: E402
 
 
 class ScaledClock:

@@ -2,7 +2,7 @@
 
     python bench/generate.py 10000            # prints the directory
 
-Each directory holds ``n`` full-size orders (``simulators.ccvshop_data.generate_orders``)
+Each directory holds ``n`` full-size orders (``engine.simulators.ccvshop_data.generate_orders``)
 in the fixture layout; a ``.complete`` marker is written last, so an interrupted
 generation is redone, not reused.
 """
@@ -25,7 +25,7 @@ CACHE = Path(os.environ.get("MAPPER_BENCH_CACHE", Path(tempfile.gettempdir()) / 
 
 def fixture_dir(n: int, seed: int = SEED, cache: Path = CACHE) -> Path:
     """The directory with ``n`` generated orders (seed ``seed``), generating it if needed."""
-    from simulators.ccvshop_data import generate_fixture_dir
+    from engine.simulators.ccvshop_data import generate_fixture_dir
 
     target = cache / f"ccvshop-n{n}-seed{seed}"
     if (target / ".complete").exists():

@@ -40,9 +40,9 @@ import psycopg  # noqa: E402
 
 from engine.hosted.crypto import SecretBox  # noqa: E402
 from engine.hosted.shops import ShopRegistry  # noqa: E402
-from engine.state import open_state  # noqa: E402
-from simulators.ccvshop import CCVShopSimulator  # noqa: E402
-from simulators.ccvshop_data import generate_orders  # noqa: E402
+from engine.ops.state import open_state  # noqa: E402
+from engine.simulators.ccvshop import CCVShopSimulator  # noqa: E402
+from engine.simulators.ccvshop_data import generate_orders  # noqa: E402
 
 ADMIN = os.environ.get("MAPPER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 MASTER = secrets.token_urlsafe(32)
@@ -81,7 +81,7 @@ def one(shops: int, orders: int, workers: int, concurrency: int, kill: int) -> d
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CCVSHOP_", "MAPPER_"))}
     env.update(MAPPER_DATABASE=db, MAPPER_MASTER_KEY=MASTER, MAPPER_OUTBOX=str(tmp / "out"),
                MAPPER_WORKER_STALLED_AFTER="3", PYTHONDONTWRITEBYTECODE="1")
-    cli = [sys.executable, str(ROOT / "cli.py")]
+    cli = [sys.executable, "-m", "engine.cli"]
     try:
         subprocess.run(cli + ["db", "upgrade"], env=env, check=True, capture_output=True)
         t = time.perf_counter()

@@ -110,7 +110,7 @@ def _digest(path: Path) -> str:
 def bench_size(n: int, runs: int, tmp: Path, env: dict[str, str]) -> dict:
     directory = fixture_dir(n)
     engine_out, base_out = tmp / f"engine-{n}.xml", tmp / f"baseline-{n}.xml"
-    engine_cmd = [sys.executable, str(ROOT / "cli.py"), "dry-run", str(MAPPING), "--fixtures", str(directory),
+    engine_cmd = [sys.executable, "-m", "engine.cli", "dry-run", str(MAPPING), "--fixtures", str(directory),
                   "--out", str(engine_out)]
     base_cmd = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--fixtures", str(directory),
                 "--out", str(base_out)]
@@ -185,7 +185,7 @@ def bench_instructions(tmp: Path, env: dict[str, str], n: int = 500) -> dict | N
             (subset / name).symlink_to(source / name)
         out = tmp / "instructions.xml"
         counts[size] = {
-            "engine": _instructions([sys.executable, str(ROOT / "cli.py"), "dry-run", str(MAPPING), "--fixtures",
+            "engine": _instructions([sys.executable, "-m", "engine.cli", "dry-run", str(MAPPING), "--fixtures",
                                      str(subset), "--out", str(out)], env),
             "baseline": _instructions([sys.executable, str(ROOT / "bench" / "baseline.py"), "--fixtures",
                                        str(subset), "--out", str(out)], env)}
@@ -198,7 +198,7 @@ def bench_instructions(tmp: Path, env: dict[str, str], n: int = 500) -> dict | N
 
 
 def bench_cli(args: list[str], env: dict[str, str], runs: int = 5) -> dict:
-    times = [measure([sys.executable, str(ROOT / "cli.py"), *args], env)[0] for _ in range(runs)]
+    times = [measure([sys.executable, "-m", "engine.cli", *args], env)[0] for _ in range(runs)]
     return {"seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times]}
 
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         env = _env(tmp)
         print(f"engine: debtors {ENGINE_MODE['debtor_matching']}; MAPPER_STATE={env['MAPPER_STATE']} "
               f"({ENGINE_MODE['state']})", file=sys.stderr)
-        measure([sys.executable, str(ROOT / "cli.py"), "validate", str(MAPPING)], env)  # warm-up: bytecode cached
+        measure([sys.executable, "-m", "engine.cli", "validate", str(MAPPING)], env)  # warm-up: bytecode cached
         for n in sizes:
             t0 = time.perf_counter()
             fixture_dir(n)

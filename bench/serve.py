@@ -34,8 +34,8 @@ import requests  # noqa: E402
 from engine.hosted.crypto import SecretBox  # noqa: E402
 from engine.hosted.runs import ShopState  # noqa: E402
 from engine.hosted.shops import ShopRegistry  # noqa: E402
-from engine.state import open_state  # noqa: E402
-from engine.webhooks import new_token  # noqa: E402
+from engine.ops.state import open_state  # noqa: E402
+from engine.ops.webhooks import new_token  # noqa: E402
 from serving import ADMIN_PASSWORD, MASTER, start_serve, stop_serve  # noqa: E402
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

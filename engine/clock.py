@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from .errors import MappingError
+from engine.errors import MappingError
 
 
 def now() -> datetime:

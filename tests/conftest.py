@@ -1,17 +1,8 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-MAPPING = ROOT / "mappings" / "ccvshop_asperion.yaml"
-FIXTURES = ROOT / "tests" / "fixtures" / "ccvshop"
-GOLDEN = ROOT / "tests" / "golden"
-FROZEN_NOW = "2026-11-26T21:00:00Z"
+from helpers import FROZEN_NOW, MAPPING, pg_admin_url
 
 
 @pytest.fixture
@@ -41,10 +32,6 @@ def _no_ambient_credentials(monkeypatch, tmp_path):
 # MAPPER_TEST_POSTGRES names another): one fresh database per test session, dropped at its
 # end, and one fresh schema per test inside it.
 
-def _pg_admin_url() -> str:
-    return os.environ.get("MAPPER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 @pytest.fixture(scope="session")
 def pg_database():
     """The libpq URL of a database of this test session's own."""
@@ -54,7 +41,7 @@ def pg_database():
     import psycopg
 
     name = f"mapper_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = _pg_admin_url()
+    admin = pg_admin_url()
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -101,9 +88,9 @@ def pg_fresh_database(pg_database):
     import psycopg
 
     name = f"{pg_database.rsplit('/', 1)[1]}_{secrets.token_hex(3)}"
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(pg_database)
     yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -40,7 +40,7 @@ class Served:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def mapper(self, *args: str, ok: bool = True, extra: dict | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], env={**self.env, **(extra or {})},
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], env={**self.env, **(extra or {})},
                               capture_output=True, text=True, timeout=300)
         if ok:
             assert proc.returncode == 0, f"mapper {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -60,12 +60,12 @@ def hosted_env(tmp: Path, database: str, port: int) -> dict[str, str]:
 def start_serve(tmp: Path, database: str) -> Served:
     port = free_port()
     env = hosted_env(tmp, database, port)
-    upgrade = subprocess.run([sys.executable, str(ROOT / "cli.py"), "db", "upgrade"], env=env,
+    upgrade = subprocess.run([sys.executable, "-m", "engine.cli", "db", "upgrade"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert upgrade.returncode == 0, upgrade.stderr
     log_path = tmp / "serve.log"
     log = open(log_path, "w", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

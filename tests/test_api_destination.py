@@ -12,10 +12,12 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-import cli
-from conftest import FIXTURES, ROOT
-from simulators.asperion import AsperionSimulator
-from simulators.ccvshop_data import generate_fixture_dir
+from engine import cli
+from helpers import FIXTURES, ROOT
+from engine.simulators.asperion import AsperionSimulator
+from engine.simulators.ccvshop_data import generate_fixture_dir
+
+pytestmark = pytest.mark.slow  # real processes end to end: -m 'not slow' skips them
 
 API_MAPPING = ROOT / "mappings" / "ccvshop_asperion_api.yaml"
 runner = CliRunner()
@@ -163,7 +165,7 @@ def test_kill_test_against_the_asperion_simulator(asperion, env, tmp_path):
     shop = tmp_path / "shop"
     generate_fixture_dir(shop, 60, seed=5)
     envp = dict(os.environ, **{k: v for k, v in env.items() if k != "state"})
-    cmd = [sys.executable, str(ROOT / "cli.py"), "run", str(API_MAPPING), "--fixtures", str(shop),
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(API_MAPPING), "--fixtures", str(shop),
            "--since", "2000-01-01", "--state", env["state"]]
     rng = random.Random(7)
     for trial in range(12):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from simulators.asperion import AsperionSimulator, asperion_sandbox
+from engine.simulators.asperion import AsperionSimulator, asperion_sandbox
 
 T0 = 1_790_000_000.0
 CLIENT, SECRET, REFRESH, TENANT = "client-id", "client-secret", "refresh-token", "tenant-1"
@@ -445,7 +445,7 @@ def test_sandbox_and_cli():
             "Authorization": f"Bearer {tok}", "X-Tenant-Id": sb["tenant"]})
         assert r.status_code == 200
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.asperion", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "engine.simulators.asperion", "--port", "0"],
                             cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()

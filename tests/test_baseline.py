@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, FROZEN_NOW, GOLDEN, MAPPING, ROOT
+from helpers import FIXTURES, FROZEN_NOW, GOLDEN, MAPPING, ROOT
 from helpers import run_preview
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -37,7 +37,7 @@ def test_golden_fixtures_byte_identical(monkeypatch):
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    from simulators.ccvshop_data import generate_fixture_dir
+    from engine.simulators.ccvshop_data import generate_fixture_dir
     directory = tmp_path_factory.mktemp("generated")
     generate_fixture_dir(directory, 300, seed=7301, unpaid_share=0.03, cancelled_share=0.03, non_eur_share=0.3)
     return directory

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import load_order, run_preview
-from simulators.ccvshop_data import generate_fixture_dir
+from engine.simulators.ccvshop_data import generate_fixture_dir
 from test_delivery import base_env, make_mapping, mapper, mapper_cmd, outbox_contents
 
 
@@ -108,7 +108,7 @@ def test_another_register_key_stops_the_run_unless_the_register_is_rekeyed(tmp_p
 def _fixture_with_user(tmp_path: Path) -> tuple[Path, str, str]:
     """The demo shop's first order: its customer's proposed debtor number and e-mail."""
     import shutil
-    from conftest import FIXTURES
+    from helpers import FIXTURES
     shop = tmp_path / "shop"
     shutil.copytree(FIXTURES, shop)
     order = load_order(shop / "01_ideal_21_registered.json")
@@ -159,9 +159,7 @@ def test_operations_say_what_is_true(tmp_path):
     the run says when it skipped a dropped order, retry says what it did per order, and a run
     killed mid-way is shown as interrupted, not running for ever."""
     import signal
-    import sys
-    from conftest import ROOT
-    from test_delivery import CRASHING_RUN
+    from test_delivery import crashing
 
     shop, _, _ = _fixture_with_user(tmp_path)
     mapping = make_mapping(tmp_path, per_file=100)
@@ -185,8 +183,7 @@ def test_operations_say_what_is_true(tmp_path):
     assert "order 999999: not in quarantine" in retry.stdout
     assert "2 order(s) will be fetched again by the next run (1 of them reopened after a drop)" in retry.stdout
 
-    args = cmd(mapping, tmp_path / "k.sqlite", tmp_path / "out-k", shop, "--since", "2020-01-01")[2:]
-    killed = mapper([sys.executable, "-c", CRASHING_RUN, str(ROOT), "after_create_batch", "1", *args], env, tmp_path)
+    killed = mapper(crashing("after_create_batch", 1, cmd(mapping, tmp_path / "k.sqlite", tmp_path / "out-k", shop, "--since", "2020-01-01")), env, tmp_path)
     assert killed.returncode == -signal.SIGKILL
     status = json.loads(mapper(mapper_cmd("status", mapping, "--state", tmp_path / "k.sqlite", "--json"),
                                env, tmp_path).stdout)

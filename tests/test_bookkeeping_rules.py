@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, MAPPING, ROOT
+from helpers import FIXTURES, MAPPING
 from helpers import load_order, write_order
 
 ICP = "06_icp_b2b_belgium.json"            # BE0412345678, delivered in BE, 0%: Verlegd
@@ -26,7 +26,7 @@ def dry_run(tmp_path: Path, name: str, change) -> tuple[str, str]:
     order = load_order(FIXTURES / name)
     change(order)
     write_order(shop, name, order)
-    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "dry-run", str(MAPPING), "--fixtures", str(shop),
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "dry-run", str(MAPPING), "--fixtures", str(shop),
                           "--out", "-"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     return out.stdout + out.stderr, str(order["id"])       # the XML, then the report (on stderr)

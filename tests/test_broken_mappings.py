@@ -6,10 +6,10 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-import cli
-from conftest import MAPPING
+from engine import cli
+from helpers import MAPPING
 from engine.errors import MappingError, MappingErrors
-from engine.mapping import load_mapping
+from engine.config.mapping import load_mapping
 
 BASE = MAPPING.read_text(encoding="utf-8")
 

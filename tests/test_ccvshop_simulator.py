@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from simulators.ccvshop import CCVShopSimulator, parse_x_date
-from simulators.ccvshop_data import (dumps_ccv, generate_fixture_dir, generate_orders,
+from engine.simulators.ccvshop import CCVShopSimulator, parse_x_date
+from engine.simulators.ccvshop_data import (dumps_ccv, generate_fixture_dir, generate_orders,
                                      load_fixture_dir)
 
 T0 = 1_790_000_040.0  # 2026-09-21T... a fixed instant, 0 s into a UTC minute

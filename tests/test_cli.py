@@ -7,8 +7,8 @@ import sys
 
 from typer.testing import CliRunner
 
-import cli
-from conftest import FIXTURES, GOLDEN, MAPPING, ROOT
+from engine import cli
+from helpers import FIXTURES, GOLDEN, MAPPING, ROOT
 from helpers import load_order, write_order
 
 runner = CliRunner()
@@ -123,7 +123,7 @@ def test_per_rate_rounding_is_a_yaml_choice(tmp_path, frozen_clock):
 
 def test_installed_console_script_or_module_runs_validate():
     exe = shutil.which("mapper")
-    cmd = [exe] if exe else [sys.executable, str(ROOT / "cli.py")]
+    cmd = [exe] if exe else [sys.executable, "-m", "engine.cli"]
     proc = subprocess.run(cmd + ["validate", "mappings/ccvshop_asperion.yaml"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
@@ -147,7 +147,7 @@ def test_live_source_without_credentials_says_which_variable(tmp_path):
 def test_ex_vat_order_books_costs_at_the_shops_rate(tmp_path, frozen_clock):
     """Prices excl. VAT: CCV adds 21% to shipping whatever the goods; the customer paid
     that, so the invoice books shipping at 21% (invoice.surcharge_rate), not pro rata at 9%."""
-    from simulators.ccvshop_data import order_totals
+    from engine.simulators.ccvshop_data import order_totals
     order = load_order(FIXTURES / "18_exvat_b2b_domestic.json")
     for row in order["orderrows"]:
         row["tax"] = 9

@@ -12,7 +12,7 @@ from test_ccvshop_simulator import API, FakeClock, call, jload
 
 from pathlib import Path
 
-from simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop import CCVShopSimulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ccvshop"
 

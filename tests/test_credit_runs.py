@@ -13,11 +13,11 @@ import pytest
 from lxml import etree
 from typer.testing import CliRunner
 
-import cli
-from conftest import FIXTURES, MAPPING
+from engine import cli
+from helpers import FIXTURES, MAPPING
 from helpers import load_order
-from simulators.ccvshop import CCVShopSimulator
-from engine.state import open_state
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.ops.state import open_state
 
 runner = CliRunner()
 KEYS = {"pub-test": "secret-test-value"}
@@ -193,7 +193,7 @@ def test_a_credit_note_is_redone_not_doubled_after_a_crash_before_the_file(shop,
     sim, orders, tmp = shop
     run(tmp)
     sim.set_status(orders["1001"]["id"], 8)
-    import engine.outbox as outbox
+    import engine.io.outbox as outbox
 
     def crash(*a, **k):
         raise KeyboardInterrupt("power cut")
@@ -219,8 +219,8 @@ def test_api_destination_posts_credit_notes_naming_the_processed_invoice_number(
     description names the original's number once Asperion processed it, and a credit of an
     invoice that is still a concept is flagged (bookkeeping 8.4)."""
     import json
-    from simulators.asperion import AsperionSimulator
-    from conftest import ROOT
+    from engine.simulators.asperion import AsperionSimulator
+    from helpers import ROOT
     api_mapping = ROOT / "mappings" / "ccvshop_asperion_api.yaml"
     shop = tmp_path / "shop"
     shop.mkdir()
@@ -278,7 +278,6 @@ def test_a_status_webhook_credits_a_cancelled_order_outside_the_poll_window(shop
     import sys
     import time
     import requests
-    from conftest import ROOT
     sim, orders, tmp = shop
     state = str(tmp / "state.sqlite")
     run(tmp)                      # --since 2026-01-01: 1001, created 2026-01-12, is invoiced
@@ -289,7 +288,7 @@ def test_a_status_webhook_credits_a_cancelled_order_outside_the_poll_window(shop
                                     "--base-url", f"http://127.0.0.1:{port}", "--state", state])
     assert added.exit_code == 0, added.output
     address = added.output.strip().splitlines()[-1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "listen", str(MAPPING), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "listen", str(MAPPING), "--port", str(port),
                              "--state", state], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 15

@@ -5,10 +5,10 @@ import pytest
 from lxml import etree
 from typer.testing import CliRunner
 
-import cli
-from conftest import FIXTURES, MAPPING
-from engine.debtors import Numbering, RegisterMatcher, import_debtors, key_hash
-from engine.state import open_state
+from engine import cli
+from helpers import FIXTURES, MAPPING
+from engine.convert.debtors import Numbering, RegisterMatcher, import_debtors, key_hash
+from engine.ops.state import open_state
 from helpers import load_order, write_order
 
 runner = CliRunner()

@@ -27,13 +27,14 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from conftest import MAPPING, ROOT
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_data import generate_fixture_dir, load_fixture_dir
+from helpers import MAPPING, ROOT
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_data import generate_fixture_dir, load_fixture_dir
 
-from engine.outbox import LOCK_NAME
+from engine.io.outbox import LOCK_NAME
 
-CLI = ROOT / "cli.py"
+pytestmark = pytest.mark.slow  # real processes end to end: -m 'not slow' skips them
+
 XSD = ROOT / "schemas" / "asperion_axml.xsd"
 NAME = "ccvshop-asperion"
 SINCE = ["--since", "2000-01-01"]
@@ -77,8 +78,11 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+MAPPER = [sys.executable, "-m", "engine.cli"]  # the installed package's command line
+
+
 def mapper_cmd(*args: str | os.PathLike) -> list[str]:
-    return [sys.executable, str(CLI), *map(str, args)]
+    return [*MAPPER, *map(str, args)]
 
 
 def run_cmd(mapping: Path, state: Path, outbox: Path, *extra: str | os.PathLike,
@@ -103,7 +107,7 @@ class _Result:
 def mapper_here(*args: str | os.PathLike, env: dict[str, str] | None = None) -> _Result:
     """A quick command (status, quarantine, disable, ...) in this process: no start-up cost."""
     from typer.testing import CliRunner
-    import cli
+    from engine import cli
     result = CliRunner().invoke(cli.app, [str(a) for a in args], env=env)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -190,7 +194,7 @@ def state_batches(state: Path) -> list[dict]:
 
 
 def open_quarantine(state: Path) -> dict[str, dict]:
-    from engine.state import open_state
+    from engine.ops.state import open_state
     with open_state(state, readonly=True) as store:
         return {q.shop_id: {"number": q.number, "reason": q.reason, "attempts": q.attempts}
                 for q in store.open_quarantine(NAME)}
@@ -354,12 +358,11 @@ def test_sigkill_at_random_moments_delivers_every_order_exactly_once(tmp_path, b
 # right there, the ``n``-th time it gets there. Nothing else is changed.
 CRASHING_RUN = r"""
 import os, signal, sys
-sys.path.insert(0, sys.argv[1])
-point, nth = sys.argv[2], int(sys.argv[3])
-import cli
-from engine.document import DocumentBuilder
-from engine.outbox import Outbox
-from engine.state.sqlite import SQLiteStateStore
+point, nth = sys.argv[1], int(sys.argv[2])
+from engine import cli
+from engine.output.document import DocumentBuilder
+from engine.io.outbox import Outbox
+from engine.ops.state.sqlite import SQLiteStateStore
 hits = 0
 def die_if(name):
     global hits
@@ -380,9 +383,14 @@ wrap(DocumentBuilder, "write", after="file_half_written")          # into .NAME.
 wrap(SQLiteStateStore, "expect_checksum", after="checksum_recorded")  # written and hashed, not renamed
 wrap(SQLiteStateStore, "mark_delivered", before="after_rename",     # renamed, not marked delivered
      after="after_mark_delivered")
-sys.argv = ["mapper", *sys.argv[4:]]
+sys.argv = ["mapper", *sys.argv[3:]]
 cli.main()
 """
+
+
+def crashing(point: str, nth: int, command: list[str]) -> list[str]:
+    """``command`` (a mapper_cmd) run so that it SIGKILLs itself at ``point`` the ``nth`` time."""
+    return [sys.executable, "-c", CRASHING_RUN, point, str(nth), *command[len(MAPPER):]]
 
 
 @pytest.mark.parametrize("point, pending, partial, note", [
@@ -396,8 +404,7 @@ def test_sigkill_at_each_step_of_the_outbox_protocol(tmp_path, small_shop, point
     mapping = make_mapping(tmp_path, per_file=10, sequence=9000)
     env = base_env(tmp_path)
     state, outbox = tmp_path / "state.sqlite", tmp_path / "outbox"
-    args = run_cmd(mapping, state, outbox, fixtures=small_shop)[2:]
-    crashed = mapper([sys.executable, "-c", CRASHING_RUN, str(ROOT), point, "2", *args], env, tmp_path)
+    crashed = mapper(crashing(point, 2, run_cmd(mapping, state, outbox, fixtures=small_shop)), env, tmp_path)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
     batches = state_batches(state)
@@ -427,8 +434,7 @@ def test_crash_after_rename_then_a_run_with_another_outbox_does_not_deliver_agai
     mapping = make_mapping(tmp_path, per_file=10)
     env = base_env(tmp_path)
     state, first_box, other_box = tmp_path / "state.sqlite", tmp_path / "outbox-a", tmp_path / "outbox-b"
-    args = run_cmd(mapping, state, first_box, fixtures=small_shop)[2:]
-    crashed = mapper([sys.executable, "-c", CRASHING_RUN, str(ROOT), "after_rename", "1", *args], env, tmp_path)
+    crashed = mapper(crashing("after_rename", 1, run_cmd(mapping, state, first_box, fixtures=small_shop)), env, tmp_path)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert [b["status"] for b in state_batches(state)] == ["pending"]
 
@@ -444,7 +450,7 @@ def test_crash_after_rename_then_a_run_with_another_outbox_does_not_deliver_agai
 
 def test_the_outbox_never_overwrites_a_file(tmp_path):
     from engine.errors import DeliveryError
-    from engine.outbox import Outbox
+    from engine.io.outbox import Outbox
     box = Outbox(tmp_path / "outbox")
     box.prepare()
     with box.write("a.xml") as f:
@@ -570,7 +576,7 @@ def test_an_order_listed_twice_is_delivered_once_and_does_not_block_the_run(tmp_
 
 def test_a_hint_for_a_delivered_order_is_cleared_not_fetched_forever(tmp_path, small_shop):
     from engine.clock import now
-    from engine.state import open_state
+    from engine.ops.state import open_state
     mapping = make_mapping(tmp_path, per_file=500)
     env = base_env(tmp_path)
     state, outbox = tmp_path / "state.sqlite", tmp_path / "outbox"

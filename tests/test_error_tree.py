@@ -12,12 +12,12 @@ from engine.errors import ConfigError, MapperError
 
 #: caught where they are raised and turned into a MapperError (or an HTTP answer) there
 INTERNAL = {
-    "engine.expressions.EvaluationError": "a template failed: becomes OrderError/MappingError naming the field",
-    "engine.expressions.TimeBudgetExceeded": "a record's time budget: becomes an OrderError",
-    "engine.filters.NoMatch": "a lookup filter found nothing: becomes an EvaluationError",
-    "engine.xsd_process.HelperStopped": "the XSD helper process died: the check runs in-process",
-    "engine.webhooks.HintRefused": "a hint past its bounds: answered 429",
-    "engine.webhooks.BadHint": "a webhook body that is no hint: answered 4xx",
+    "engine.expr.expressions.EvaluationError": "a template failed: becomes OrderError/MappingError naming the field",
+    "engine.expr.expressions.TimeBudgetExceeded": "a record's time budget: becomes an OrderError",
+    "engine.expr.filters.NoMatch": "a lookup filter found nothing: becomes an EvaluationError",
+    "engine.output.xsd_process.HelperStopped": "the XSD helper process died: the check runs in-process",
+    "engine.ops.webhooks.HintRefused": "a hint past its bounds: answered 429",
+    "engine.ops.webhooks.BadHint": "a webhook body that is no hint: answered 4xx",
     "engine.hosted.appstore.BadHandshake": "a handshake that is no handshake: answered 400",
     "engine.web.context.BodyTooLarge": "a request body past its bound: answered 413",
 }
@@ -25,6 +25,8 @@ INTERNAL = {
 
 def _engine_exceptions():
     for info in pkgutil.walk_packages(engine.__path__, "engine."):
+        if info.name.startswith("engine.simulators"):  # the simulators' HTTP errors are theirs
+            continue
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == info.name \
@@ -42,11 +44,11 @@ def test_every_public_engine_exception_is_a_mapper_error_or_a_named_internal_sig
 
 
 def test_configuration_errors_exit_2_and_one_source_error():
-    from engine.http.auth import AuthConfigError
-    from engine.http.client import HttpConfigError, HttpError
-    from engine.http.pagination import PaginationError
+    from engine.io.http.auth import AuthConfigError
+    from engine.io.http.client import HttpConfigError, HttpError
+    from engine.io.http.pagination import PaginationError
     from engine.errors import SourceError
-    from engine.sources.http import ShapeError
+    from engine.io.sources.http import ShapeError
     assert issubclass(HttpConfigError, ConfigError) and issubclass(AuthConfigError, ConfigError)
     assert HttpConfigError("x").exit_code == AuthConfigError("x").exit_code == 2
     assert HttpError("x").exit_code == 1
@@ -56,7 +58,7 @@ def test_configuration_errors_exit_2_and_one_source_error():
 
 
 def test_the_command_line_has_one_handler():
-    import cli
+    from engine import cli
     source = inspect.getsource(cli)
     assert source.count("except MapperError") == 1            # in cli.Commands
     assert "http_errors" not in source
@@ -65,8 +67,8 @@ def test_the_command_line_has_one_handler():
 def test_an_http_error_in_a_command_is_one_line_and_its_exit_code(tmp_path):
     """An engine error raised inside any command: `error: …` on stderr, exit 1, no traceback."""
     from typer.testing import CliRunner
-    import cli
-    from conftest import MAPPING
+    from engine import cli
+    from helpers import MAPPING
     result = CliRunner().invoke(cli.app, ["run", str(MAPPING), "--state", str(tmp_path / "s.sqlite"),
                                           "--outbox", str(tmp_path / "out")],
                                 env={"CCVSHOP_URL": "http://127.0.0.1:9", "CCVSHOP_PUBLIC_KEY": "p",

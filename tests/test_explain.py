@@ -6,8 +6,8 @@ import traceback
 
 from typer.testing import CliRunner
 
-import cli
-from conftest import MAPPING
+from engine import cli
+from helpers import MAPPING
 
 runner = CliRunner()
 
@@ -34,8 +34,8 @@ def test_explain_code_shows_the_generated_python():
 
 
 def test_a_traceback_through_generated_code_shows_its_line():
-    from engine.mapping import load_mapping
-    from engine.stages import compile_stages
+    from engine.config.mapping import load_mapping
+    from engine.convert.stages import compile_stages
     stages = compile_stages(load_mapping(MAPPING))
 
     class Boom(dict):

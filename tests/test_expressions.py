@@ -3,7 +3,7 @@
 import pytest
 
 from engine.errors import MappingError
-from engine.expressions import EvaluationError, Expression, Template, compile_expression, compile_template
+from engine.expr.expressions import EvaluationError, Expression, Template, compile_expression, compile_template
 
 CTX = {"record": {"a": {"b": 3}, "items": [1, 2], "name": "Zoë", "empty": None}, "tables": {"t": {"x": "y"}}}
 

@@ -12,11 +12,11 @@ from decimal import Decimal
 
 import pytest
 
-from engine import expressions
+from engine.expr import expressions
 from engine.errors import MappingError
-from engine.expressions import (EvaluationError, Expression, Template, _jinja_expression, _jinja_template,
+from engine.expr.expressions import (EvaluationError, Expression, Template, _jinja_expression, _jinja_template,
                                 compile_expression, compile_template)
-from engine.invoice import Invoice, Line
+from engine.convert.invoice import Invoice, Line
 
 SECRET = "rt-s3cr3t-value-7f3a"
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from conftest import MAPPING
+from helpers import MAPPING
 from engine.errors import MappingError, MappingErrors
-from engine.mapping import load_mapping
+from engine.config.mapping import load_mapping
 
 
 def _child(tmp_path, body: str):

@@ -10,7 +10,7 @@ import json
 import pytest
 from lxml import etree
 
-from conftest import FIXTURES, GOLDEN, MAPPING
+from helpers import FIXTURES, GOLDEN, MAPPING
 from helpers import load_order, run_preview
 
 EXPECTED = json.loads((GOLDEN / "expected_amounts.json").read_text(encoding="utf-8"))

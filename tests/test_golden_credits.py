@@ -14,10 +14,10 @@ import pytest
 from lxml import etree
 from typer.testing import CliRunner
 
-import cli
-from conftest import FIXTURES, GOLDEN, MAPPING
+from engine import cli
+from helpers import FIXTURES, GOLDEN, MAPPING
 from helpers import load_order
-from simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop import CCVShopSimulator
 
 runner = CliRunner()
 NOW = "2026-11-26T21:00:00Z"

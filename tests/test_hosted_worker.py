@@ -12,8 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_data import load_fixture_dir
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_data import load_fixture_dir
+
+pytestmark = pytest.mark.slow  # real processes end to end: -m 'not slow' skips them
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "ccvshop"
@@ -29,7 +31,7 @@ def hosted_env(tmp: Path, database: str, **extra: str) -> dict[str, str]:
 
 
 def mapper(env: dict[str, str], *args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, capture_output=True,
                           text=True, timeout=300, input=stdin)
     if ok:
         assert proc.returncode == 0, f"mapper {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -162,7 +164,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_leaves_no_lock(pg_fresh_datab
     shop = mapper({**env, **keys}, "shops", "add", "Shop alpha", "--api-root", shops["alpha"].url).stdout.split()[-1]
     shops["alpha"].inject("slow", delay=0.3, path_contains="orderrows")     # a run of a few seconds
     mapper(env, "shops", "run", shop, "--since", "2020-01-01")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -294,8 +296,8 @@ def test_a_hint_for_a_hosted_shop_is_kept_and_runs_it_if_it_wants_never_two_wait
 
     from engine.hosted.hints import receive_hint
     from engine.hosted.worker import HostedSettings, enqueue_run
-    from engine.state import open_state
-    from engine.webhooks import HintRefused
+    from engine.ops.state import open_state
+    from engine.ops.webhooks import HintRefused
 
     env = hosted_env(tmp_path, pg_fresh_database)
     mapper(env, "db", "upgrade")

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from engine.http.auth import (AuthConfigError, BearerAuth, HmacAuth, NoAuth, build_auth,
+from engine.io.http.auth import (AuthConfigError, BearerAuth, HmacAuth, NoAuth, build_auth,
                               format_date, register_auth, registered_auth_kinds)
 
 CCV = {"kind": "hmac", "algorithm": "sha512", "public": "demo", "secret": "demo",
@@ -153,7 +153,7 @@ def test_register_a_new_kind():
         build_auth({"kind": "static", "value": "v"}).apply("GET", "/", b"", headers)
         assert headers == {"X-Static": "v"}
     finally:
-        from engine.http import auth as auth_module
+        from engine.io.http import auth as auth_module
         auth_module._REGISTRY.pop("static", None)
 
 

@@ -19,13 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.http.client import (AuthenticationError, HttpClient, HttpConfigError, HttpError,
+from engine.io.http.client import (AuthenticationError, HttpClient, HttpConfigError, HttpError,
                                 NotFound, RateLimitExceeded, ResponseSignatureError,
                                 build_query, is_loopback_host, wire_target)
-from engine.http.ratelimit import SlidingWindowLimiter, resource_of
+from engine.io.http.ratelimit import SlidingWindowLimiter, resource_of
 
-sim_mod = pytest.importorskip("simulators.ccvshop")
-data_mod = pytest.importorskip("simulators.ccvshop_data")
+sim_mod = pytest.importorskip("engine.simulators.ccvshop")
+data_mod = pytest.importorskip("engine.simulators.ccvshop_data")
 CCVShopSimulator = sim_mod.CCVShopSimulator
 
 SECRET = "S3cr3t-Do-Not-Leak-7f1c"

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.http.client import HttpClient, HttpError
-from engine.http.oauth import OAuth2RefreshAuth, TokenError
-from engine.http.pagination import PaginationError
+from engine.io.http.client import HttpClient, HttpError
+from engine.io.http.oauth import OAuth2RefreshAuth, TokenError
+from engine.io.http.pagination import PaginationError
 
 SECRET, REFRESH = "client-secret-XYZ123", "refresh-token-ABC789"
 
@@ -108,9 +108,9 @@ def test_a_signed_or_bearer_request_is_not_sent_on_after_a_redirect(elsewhere, a
 
 def test_the_asperion_list_walk_stops_on_a_page_that_comes_back(tmp_path):
     """A nextPage link that points back to a page already read: before, an endless loop."""
-    from engine.mapping import load_mapping
-    from engine.sinks.api import ApiDestination
-    from conftest import ROOT
+    from engine.config.mapping import load_mapping
+    from engine.io.sinks.api import ApiDestination
+    from helpers import ROOT
 
     loop = Server(lambda h: reply(h, 200, json.dumps(
         {"_data": [{"id": 1}], "_meta": {"nextPage": "/v1/debtors?page=2" if "page=2" not in h.path

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jinja2
 import pytest
 
-from engine.http.pagination import (NextLinkPaginator, OffsetPaginator, PagePaginator,
+from engine.io.http.pagination import (NextLinkPaginator, OffsetPaginator, PagePaginator,
                                     PageRequest, PaginationError, build_paginator, dig,
                                     register_paginator, registered_paginator_kinds)
-from engine.sources.http import HttpSource
+from engine.io.sources.http import HttpSource
 
-sim_mod = pytest.importorskip("simulators.ccvshop")
-data_mod = pytest.importorskip("simulators.ccvshop_data")
+sim_mod = pytest.importorskip("engine.simulators.ccvshop")
+data_mod = pytest.importorskip("engine.simulators.ccvshop_data")
 CCVShopSimulator = sim_mod.CCVShopSimulator
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -167,7 +167,7 @@ def test_register_paginator():
         assert "cursor" in registered_paginator_kinds()
         assert isinstance(build_paginator({"kind": "cursor"}), Cursor)
     finally:
-        from engine.http import pagination
+        from engine.io.http import pagination
         pagination._REGISTRY.pop("cursor", None)
 
 

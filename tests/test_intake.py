@@ -15,10 +15,10 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-import cli
-from conftest import MAPPING, ROOT
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_data import generate_orders
+from engine import cli
+from helpers import MAPPING
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_data import generate_orders
 
 runner = CliRunner()
 KEYS = {"pub-test": "secret-test-value"}
@@ -96,7 +96,7 @@ def listener(env):
     assert added.exit_code == 0, added.output
     address = added.output.strip().splitlines()[-1]
     assert address.startswith(f"http://127.0.0.1:{port}/hooks/") and address.endswith("/orders.updated.ispaid")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "listen", str(MAPPING), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "listen", str(MAPPING), "--port", str(port),
                              "--state", env["state"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

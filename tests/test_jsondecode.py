@@ -1,4 +1,4 @@
-"""engine.jsondecode.loads: the standard library's ``json.loads(data, parse_float=Decimal)``, only faster.
+"""engine.io.jsondecode.loads: the standard library's ``json.loads(data, parse_float=Decimal)``, only faster.
 
 Same values, same types (int stays int, every fraction a Decimal with the text's own
 exponent), same errors (``json.JSONDecodeError`` with line and column, ``UnicodeDecodeError``),
@@ -16,10 +16,10 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import FIXTURES, ROOT
-from engine import jsondecode
-from engine.jsondecode import loads
-from engine.sources.fixtures import BrokenRecord, FixtureSource
+from helpers import FIXTURES, ROOT
+from engine.io import jsondecode
+from engine.io.jsondecode import loads
+from engine.io.sources.fixtures import BrokenRecord, FixtureSource
 
 SHARED = ROOT.parent / "shared" / "spec" / "ccvshop-samples"
 BOM = b"\xef\xbb\xbf"

@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from engine import money
+from engine.convert import money
 
 
 @pytest.mark.parametrize("value, expected", [

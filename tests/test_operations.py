@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 from helpers import load_order, write_order
-from simulators.ccvshop_data import generate_fixture_dir
-from engine.outbox import LOCK_NAME
+from engine.simulators.ccvshop_data import generate_fixture_dir
+from engine.io.outbox import LOCK_NAME
 from helpers import run_preview
 from test_delivery import (NAME, assert_exactly_once, base_env, make_mapping, mapper, mapper_cmd,
                            mapper_here, outbox_contents, report_of, run_cmd, status_json)
@@ -147,7 +147,7 @@ def test_quarantine_lifecycle_retry_fix_drop_and_retry_again(tmp_path, ctx, shop
 
 def test_quarantine_retry_by_order_number_of_a_dropped_order(ctx, shop):
     from engine.clock import now
-    from engine.state import open_state
+    from engine.ops.state import open_state
     sid, number = "400000042", "WEB-1042"
     with open_state(ctx.state) as store:
         store.quarantine(NAME, sid, number, "the parts do not add up", now())

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, MAPPING, ROOT
+from helpers import FIXTURES, MAPPING
 from engine.errors import in_words
-from engine.mapping import load_mapping
-from engine.pipeline import Converter, Quarantined
+from engine.config.mapping import load_mapping
+from engine.convert.pipeline import Converter, Quarantined
 from helpers import load_order, write_order
 
 HUGE = Decimal(10) ** 26
@@ -24,7 +24,7 @@ FIRST = "01_ideal_21_registered.json"
 
 
 def cli(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120, env=env, cwd=cwd)
 
 

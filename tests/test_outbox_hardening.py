@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from engine.outbox import LOCK_NAME, Outbox
-from simulators.ccvshop_data import generate_fixture_dir
-from test_delivery import (CRASHING_RUN, assert_exactly_once, base_env, make_mapping, mapper, mapper_cmd,
+from engine.io.outbox import LOCK_NAME, Outbox
+from engine.simulators.ccvshop_data import generate_fixture_dir
+from test_delivery import (crashing, assert_exactly_once, base_env, make_mapping, mapper, mapper_cmd,
                            outbox_contents, run_cmd, state_batches)
 
 
@@ -27,8 +25,7 @@ def shop(tmp_path_factory) -> Path:
 
 
 def crash_at(point: str, mapping: Path, state: Path, outbox: Path, shop: Path, env, cwd) -> None:
-    args = run_cmd(mapping, state, outbox, fixtures=shop)[2:]
-    crashed = mapper([sys.executable, "-c", CRASHING_RUN, str(ROOT), point, "1", *args], env, cwd)
+    crashed = mapper(crashing(point, 1, run_cmd(mapping, state, outbox, fixtures=shop)), env, cwd)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
 

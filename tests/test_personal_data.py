@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import FIXTURES, MAPPING, ROOT
+from helpers import FIXTURES, MAPPING, ROOT
 from helpers import load_order, write_order
 
 VAT = "DE811907980"
@@ -18,7 +18,7 @@ NAME = "Klaus Geheimnisvoll"
 
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120, env=env)
 
 

@@ -1,4 +1,4 @@
-"""Decoding records to the shape the mapping reads (engine/projection.py).
+"""Decoding records to the shape the mapping reads (engine/expr/projection.py).
 
 The projected record must give every template what the full record gives it: the same
 outcome for every record and mapping. Random mappings (tests/test_stages.py) reach the
@@ -15,13 +15,13 @@ import random
 import msgspec
 import pytest
 
-from conftest import FIXTURES, MAPPING
-from engine import jsondecode
-from engine.expressions import compile_expression, compile_template
-from engine.mapping import Flag, load_mapping
-from engine.pipeline import Converter
-from engine.projection import WHOLE, decoder, record_shape
-from engine.sources.fixtures import FixtureSource
+from helpers import FIXTURES, MAPPING
+from engine.io import jsondecode
+from engine.expr.expressions import compile_expression, compile_template
+from engine.config.mapping import Flag, load_mapping
+from engine.convert.pipeline import Converter
+from engine.expr.projection import WHOLE, decoder, record_shape
+from engine.io.sources.fixtures import FixtureSource
 from test_stages import RECORDS, _outcome, _random_mapping
 
 #: The fixture shop's files and the broken variants of test_stages, as JSON (numbers as numbers).
@@ -187,7 +187,7 @@ def _order(**change) -> bytes:
 
 def _element(m, **spec):
     """``m`` with one more element in the record, built from ``spec`` (no XSD check)."""
-    from engine.mapping import Element
+    from engine.config.mapping import Element
     el = Element(name="X", attributes=[], text=compile_template(spec.pop("text", "x")), children=[], **spec)
     record = dataclasses.replace(m.record_element, children=list(m.record_element.children) + [el])
     return dataclasses.replace(m, record_element=record, xsd_path=None)

@@ -1,6 +1,6 @@
-"""engine.render writes each element as text: byte for byte what lxml writes for the same tree.
+"""engine.output.render writes each element as text: byte for byte what lxml writes for the same tree.
 
-The contract (engine/render.py): the text of an element equals
+The contract (engine/output/render.py): the text of an element equals
 ``etree.tostring(el, encoding="UTF-8").decode()`` after ``etree.indent(el, space="  ", level=level)``
 for the tree the spec describes. The reference below builds that tree independently, with
 ``etree.Element``/``SubElement`` and the mapping's own cleaner, and lets lxml indent and
@@ -22,14 +22,14 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from conftest import FIXTURES, GOLDEN, MAPPING
-from engine.document import DECLARATION, record_level
-from engine.expressions import compile_expression, compile_template
-from engine.filters import DEFAULT_REPLACEMENTS, xml_cleaner
-from engine.mapping import Element, load_mapping
-from engine.pipeline import Converted, Converter
-from engine.render import render_text, writer
-from engine.sources.fixtures import FixtureSource
+from helpers import FIXTURES, GOLDEN, MAPPING
+from engine.output.document import DECLARATION, record_level
+from engine.expr.expressions import compile_expression, compile_template
+from engine.expr.filters import DEFAULT_REPLACEMENTS, xml_cleaner
+from engine.config.mapping import Element, load_mapping
+from engine.convert.pipeline import Converted, Converter
+from engine.output.render import render_text, writer
+from engine.io.sources.fixtures import FixtureSource
 
 R = DEFAULT_REPLACEMENTS
 #: a table with ASCII keys (no fast path) whose replacements bring in what must be escaped,
@@ -524,8 +524,8 @@ def test_document_parts_keep_empty_elements_as_lxml_writes_them():
     import io
     from types import SimpleNamespace
 
-    from engine.document import DocumentBuilder
-    from engine.xsd import Validator
+    from engine.output.document import DocumentBuilder
+    from engine.output.xsd import Validator
 
     document = E("Asperion", None, E("Header", None, E("Source", "CCV"), E("Note", "{{ batch.note }}")),
                  E("Orders"))

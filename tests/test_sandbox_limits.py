@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, MAPPING, ROOT
+from helpers import FIXTURES, MAPPING, ROOT
 from engine.errors import MappingError, MappingErrors
-from engine.mapping import load_mapping
+from engine.config.mapping import load_mapping
 
 DESCRIPTION = ('  description: "Bestelling {{ record.ordernumber_full }}{% if record.invoicenumber %} factuur '
                '{{ record.invoicenumber }}{% endif %}"')
@@ -33,7 +33,7 @@ def variant(tmp_path: Path, description: str | None = None, extra: str = "", nam
 
 
 def run(tmp_path: Path, mapping: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", str(mapping), "--fixtures", str(FIXTURES),
+    return subprocess.run([sys.executable, "-m", "engine.cli", "run", str(mapping), "--fixtures", str(FIXTURES),
                            "--state", str(tmp_path / "s.sqlite"), "--outbox", str(tmp_path / "out"),
                            "--since", "2020-01-01"], capture_output=True, text=True, timeout=300)
 

@@ -10,18 +10,20 @@ import psycopg
 import pytest
 import requests
 
-from conftest import FIXTURES, _pg_admin_url
+from helpers import FIXTURES, pg_admin_url
 from serving import ADMIN_PASSWORD, start_serve, stop_serve
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_data import load_fixture_dir
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_data import load_fixture_dir
+
+pytestmark = pytest.mark.slow  # real processes end to end: -m 'not slow' skips them
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     name = f"mapper_admin_{secrets.token_hex(4)}"
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(_pg_admin_url())
+    parts = urlsplit(pg_admin_url())
     s = start_serve(tmp_path_factory.mktemp("serve"), f"{parts.scheme}://{parts.netloc}/{name}")
     s.database = f"{parts.scheme}://{parts.netloc}/{name}"
     sim = CCVShopSimulator(load_fixture_dir(FIXTURES), keys={"adm-pub": "adm-secret-value"})
@@ -35,7 +37,7 @@ def served(tmp_path_factory):
     yield s
     sim.stop()
     stop_serve(s)
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -18,14 +18,16 @@ import psycopg
 import pytest
 import requests
 
-from conftest import FIXTURES, _pg_admin_url
+from helpers import FIXTURES, pg_admin_url
 from helpers import load_order
 from serving import APPS, MASTER, start_serve, stop_serve
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_appstore import StoreApp, app_hash
-from simulators.ccvshop_data import load_fixture_dir
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_appstore import StoreApp, app_hash
+from engine.simulators.ccvshop_data import load_fixture_dir
 
 from engine.hosted.appstore import BadHandshake, parse_handshake, sign, verify
+
+pytestmark = pytest.mark.slow  # real processes end to end: -m 'not slow' skips them
 
 
 # ----------------------------------------------------------------------------- the protocol
@@ -43,7 +45,7 @@ def test_the_four_test_vectors_of_the_spec():
         "dd0a6a2b98a47d4cad0b67738d5470364f0102cfeca8ff241671338c717041f5e6c871e543049d8fbe27f6d1e3a77d4591"
         "66f5d5d0ccbfb7d99b379b0074762d")
     # an API call with the install's key pair, as the engine's HMAC client signs CCV API calls
-    from engine.http.auth import HmacAuth
+    from engine.io.http.auth import HmacAuth
     auth = HmacAuth(public="pubTEST", secret="secTEST", algorithm="sha512")
     assert auth.signature("PATCH", "/api/rest/v1/apps/123", b'{"is_installed":true}', "2024-03-04T15:48:05+00:00") == (
         "6634401ff3e28093e1c4999215a24abb7476545e68decb7d2aabd36c5a2e64cd4f8783a6de3134cc744258957fdc43c985"
@@ -73,15 +75,15 @@ def test_a_bad_handshake_names_the_field_never_the_secret(body, field):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     name = f"mapper_serve_{secrets.token_hex(4)}"
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(_pg_admin_url())
+    parts = urlsplit(pg_admin_url())
     database = f"{parts.scheme}://{parts.netloc}/{name}"
     s = start_serve(tmp_path_factory.mktemp("serve"), database)
     s.database = database
     yield s
     stop_serve(s)
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -11,31 +11,31 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from conftest import FIXTURES, ROOT, _pg_admin_url
+from helpers import FIXTURES, ROOT, pg_admin_url
 from helpers import load_order
 from serving import ADMIN_PASSWORD, APPS, start_serve, stop_serve
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_appstore import StoreApp
-from simulators.ccvshop_data import load_fixture_dir
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_appstore import StoreApp
+from engine.simulators.ccvshop_data import load_fixture_dir
 
 CHROMIUM = os.environ.get("MAPPER_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("MAPPER_SCREENSHOTS", ROOT / "test-output" / "screenshots"))
 
 # a developer's machine without chromium skips these; CI (CI_REQUIRE_BROWSER=1) fails instead
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI_REQUIRE_BROWSER") != "1",
-                                reason=f"no browser at {CHROMIUM} (apt install chromium)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI_REQUIRE_BROWSER") != "1",
+                                reason=f"no browser at {CHROMIUM} (apt install chromium)")]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     name = f"mapper_browser_{secrets.token_hex(4)}"
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(_pg_admin_url())
+    parts = urlsplit(pg_admin_url())
     s = start_serve(tmp_path_factory.mktemp("serve"), f"{parts.scheme}://{parts.netloc}/{name}")
     yield s
     stop_serve(s)
-    with psycopg.connect(_pg_admin_url(), autocommit=True) as conn:
+    with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

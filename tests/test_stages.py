@@ -1,4 +1,4 @@
-"""The generated stage functions (engine/stages.py) against the same stages without inlining.
+"""The generated stage functions (engine/convert/stages.py) against the same stages without inlining.
 
 Without inlining, every value is the template's own function called through
 ``evaluate``'s rules, in the pipeline's order: the reference. With inlining, each
@@ -17,13 +17,13 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import FIXTURES, MAPPING
-from engine import jsondecode
-from engine.expressions import compile_expression, compile_template
-from engine.invoice import Line
-from engine.mapping import Check, Flag, load_mapping
-from engine.pipeline import Converted, Converter, Excluded, Quarantined
-from engine.stages import compile_stages
+from helpers import FIXTURES, MAPPING
+from engine.io import jsondecode
+from engine.expr.expressions import compile_expression, compile_template
+from engine.convert.invoice import Line
+from engine.config.mapping import Check, Flag, load_mapping
+from engine.convert.pipeline import Converted, Converter, Excluded, Quarantined
+from engine.convert.stages import compile_stages
 
 EXPRESSIONS = [
     "record.total_price", "record.nope", "record.customer.email | upper", "record.orderrows | length",

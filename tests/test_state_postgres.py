@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.state import LockBusy, OrderRef, ReadOnlyStateError, StateError, open_state
-from engine.state import migrations
-from engine.state.postgres import PostgresStateStore, latest_version, public_location
+from engine.ops.state import LockBusy, OrderRef, ReadOnlyStateError, StateError, open_state
+from engine.ops.state import migrations
+from engine.ops.state.postgres import PostgresStateStore, latest_version, public_location
 
 ROOT = Path(__file__).resolve().parents[1]
 M = "ccvshop-asperion"
@@ -30,7 +30,7 @@ def test_migrations_mirror_sqlite_version_for_version():
 
 def test_store_sql_translates_exactly():
     """The shared statements use ``?`` and never ``%``: turning ``?`` into ``%s`` is exact."""
-    source = (ROOT / "engine" / "state" / "sqlite.py").read_text("utf-8")
+    source = (ROOT / "engine" / "ops" / "state" / "sqlite.py").read_text("utf-8")
     statements = re.findall(r'"((?:SELECT|INSERT|UPDATE|DELETE)[^"]*)"', source)
     assert len(statements) > 20
     for sql in statements:
@@ -108,7 +108,7 @@ def test_mapper_run_with_its_state_in_postgresql(pg_url, tmp_path):
     """The same runner, end to end: files out once, a second run finds nothing new, and the
     state (not the outbox) is what knows it."""
     fixtures = ROOT / "tests" / "fixtures" / "ccvshop"
-    cmd = [sys.executable, str(ROOT / "cli.py"), "run", str(ROOT / "mappings" / "ccvshop_asperion.yaml"),
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(ROOT / "mappings" / "ccvshop_asperion.yaml"),
            "--fixtures", str(fixtures), "--outbox", str(tmp_path / "out")]
     first = subprocess.run(cmd, env=_env(tmp_path, pg_url), capture_output=True, text=True, timeout=120)
     assert first.returncode in (0, 3), first.stderr

@@ -19,16 +19,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from engine.errors import MapperError  # noqa: E402
-from engine.state import (  # noqa: E402
+from engine.errors import MapperError
+from engine.ops.state import (
     BatchConflict, BatchStateError, LockBusy, OrderRef, ReadOnlyStateError, StateError,
     StateStore, StateVersionError, UnknownBatch, default_state_path, open_state,
 )
-from engine.state.sqlite import SQLiteStateStore, latest_version, lock_path_for  # noqa: E402
+from engine.ops.state.sqlite import SQLiteStateStore, latest_version, lock_path_for  # noqa: E402
 
 M = "ccvshop-asperion"
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -58,8 +54,7 @@ def store(db: Path):
 
 
 def child(code: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -306,7 +301,7 @@ def test_crash_after_pending_leaves_a_pending_batch(db: Path):
     proc = child(f"""
         import sys, time
         from datetime import date
-        from engine.state import open_state, OrderRef
+        from engine.ops.state import open_state, OrderRef
         s = open_state({str(db)!r})
         s.create_batch({M!r}, "crash-1", "crash.xml", [OrderRef("1", "10001", date(2025, 2, 1))])
         print("pending", flush=True)
@@ -327,7 +322,7 @@ def test_concurrent_processes_batch_an_order_once(db: Path):
     open_state(db).close()
     procs = [child(f"""
         from datetime import date
-        from engine.state import open_state, OrderRef, BatchConflict
+        from engine.ops.state import open_state, OrderRef, BatchConflict
         s = open_state({str(db)!r})
         try:
             s.create_batch({M!r}, "p{n}", "p{n}.xml",
@@ -440,7 +435,7 @@ def test_run_lock_in_process(db: Path, store: StateStore):
 def test_run_lock_across_processes_and_sigkill(db: Path, store: StateStore):
     proc = child(f"""
         import time
-        from engine.state import open_state
+        from engine.ops.state import open_state
         s = open_state({str(db)!r})
         with s.run_lock({M!r}, wait_seconds=5):
             print("locked", flush=True)
@@ -536,7 +531,7 @@ def test_database_holds_no_personal_text(db: Path):
 
 def test_credits_are_remembered_replaced_and_left_out_of_the_plan_count(store: StateStore):
     from decimal import Decimal
-    from engine.state.base import CreditEntry
+    from engine.ops.state.base import CreditEntry
     store.create_batch(M, "inv", "inv.xml", [ref(1)])
     store.mark_delivered("inv", "c", datetime(2025, 6, 1, tzinfo=timezone.utc))
     credit = OrderRef("1/credit/cancelled", "10001 cancelled", date(2025, 6, 2))

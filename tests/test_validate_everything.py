@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, MAPPING, ROOT
+from helpers import FIXTURES, MAPPING, ROOT
 
 BASE = MAPPING.read_text("utf-8")
 
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120, env=env)
 
 

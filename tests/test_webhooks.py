@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.webhooks import WebhookListener
+from engine.ops.webhooks import WebhookListener
 
 SAMPLES = Path("/work/shared/spec/ccvshop-samples")
 ISPAID = {"triggered_at": "2022-11-17T14:40:41Z",
@@ -110,7 +110,7 @@ def test_unknown_event_is_ignored_with_202(listener, hints):
 ])
 def test_bad_requests_get_4xx_and_a_log_line(listener, hints, caplog, path, body, ctype,
                                              status, reason):
-    with caplog.at_level(logging.WARNING, logger="engine.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="engine.ops.webhooks"):
         got, reply = post(listener, path, body, ctype)
     assert got == status
     assert reply["ok"] is False and reason in reply["error"]
@@ -162,8 +162,8 @@ def test_custom_id_field_and_events(hints):
 
 
 def test_simulator_delivers_ispaid_hint(hints):
-    sim_mod = pytest.importorskip("simulators.ccvshop")
-    data_mod = pytest.importorskip("simulators.ccvshop_data")
+    sim_mod = pytest.importorskip("engine.simulators.ccvshop")
+    data_mod = pytest.importorskip("engine.simulators.ccvshop_data")
     orders = list(data_mod.generate_orders(2, seed=2, unpaid_share=1.0))
     assert not orders[0]["paid"]
     with WebhookListener("127.0.0.1", 0, hints) as lst, \

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import cli
-from conftest import MAPPING
-from engine.webhooks import HintRefused, WebhookListener, token_hash
-from simulators.ccvshop import CCVShopSimulator
-from simulators.ccvshop_data import generate_orders
+from engine import cli
+from helpers import MAPPING
+from engine.ops.webhooks import HintRefused, WebhookListener, token_hash
+from engine.simulators.ccvshop import CCVShopSimulator
+from engine.simulators.ccvshop_data import generate_orders
 
 runner = CliRunner()
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -106,7 +106,7 @@ def test_a_refused_hint_is_429(hints):
 
 
 def test_control_bytes_are_escaped_and_deep_nesting_is_one_line(listener, caplog):
-    with caplog.at_level(logging.DEBUG, logger="engine.webhooks"):
+    with caplog.at_level(logging.DEBUG, logger="engine.ops.webhooks"):
         for line in (b"POST /hooks/x/\x1b[2J\x07forged HTTP/1.1", b"POST /hooks/x/a\rfake HTTP/1.1"):
             sock = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
             sock.sendall(line + b"\r\nContent-Length: 2\r\n\r\n{}")
@@ -174,7 +174,7 @@ def run(env, *extra):
 
 def test_a_hint_the_shop_refuses_is_set_aside_and_the_run_goes_on(shop_env):
     from engine.clock import now
-    from engine.state import open_state
+    from engine.ops.state import open_state
     sim, orders, env = shop_env
     assert run(env).exit_code in (0, 3)
     with open_state(env["state"]) as store:
@@ -194,7 +194,7 @@ def test_a_hint_the_shop_refuses_is_set_aside_and_the_run_goes_on(shop_env):
 
 def test_a_run_looks_up_at_most_its_share_of_hints(shop_env, tmp_path):
     from engine.clock import now
-    from engine.state import open_state
+    from engine.ops.state import open_state
     sim, orders, env = shop_env
     text = MAPPING.read_text("utf-8").replace("max_lookups_per_run: 500", "max_lookups_per_run: 1")
     text = text.replace("xsd: ../schemas/", f"xsd: {MAPPING.parent.parent / 'schemas'}/")

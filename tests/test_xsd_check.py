@@ -1,4 +1,4 @@
-"""The XSD check of each record, in-process and in the helper process (engine/xsd_process.py).
+"""The XSD check of each record, in-process and in the helper process (engine/output/xsd_process.py).
 
 ``Converter.convert_all`` checks the first records itself and the rest in a helper process
 on the other core. Whichever does it, the outcomes must be exactly ``convert``'s: the same
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, MAPPING
-from engine import pipeline
+from helpers import FIXTURES, MAPPING
+from engine.convert import pipeline
 from engine.errors import OrderError
-from engine.mapping import load_mapping
-from engine.pipeline import Converted, Converter, Quarantined
-from engine.sources.fixtures import FixtureSource
-from engine import xsd_process
-from engine.xsd import Validator
-from engine.xsd_process import XsdChecker
+from engine.config.mapping import load_mapping
+from engine.convert.pipeline import Converted, Converter, Quarantined
+from engine.io.sources.fixtures import FixtureSource
+from engine.output import xsd_process
+from engine.output.xsd import Validator
+from engine.output.xsd_process import XsdChecker
 
 
 @pytest.fixture()

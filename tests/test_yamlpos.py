@@ -1,4 +1,4 @@
-"""engine.yamlpos composes with libyaml when it can: the result must not depend on it."""
+"""engine.config.yamlpos composes with libyaml when it can: the result must not depend on it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from engine import yamlpos
+from helpers import ROOT
+from engine.config import yamlpos
 from engine.errors import MappingError
 
 SNIPPETS = {

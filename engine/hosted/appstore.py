@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from engine.errors import ConfigError
 
 VARIANTS = ("basis", "plus")
 #: a handshake or uninstall body is a few hundred bytes; anything past this is refused unread

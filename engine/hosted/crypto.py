@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import ConfigError
+from engine.errors import ConfigError
 
 __all__ = ["MIN_KEY_LENGTH", "SecretBox", "SealedSecretError"]
 

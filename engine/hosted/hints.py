@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Callable
 
-from ..state.base import StateStore
-from ..webhooks import HintRefused
-from .runs import ShopState
-from .shops import ShopRegistry
+from engine.ops.state.base import StateStore
+from engine.ops.webhooks import HintRefused
+from engine.hosted.runs import ShopState
+from engine.hosted.shops import ShopRegistry
 
 DEFAULT_PER_DAY, DEFAULT_PENDING = 1000, 10000
 

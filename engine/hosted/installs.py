@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from ..errors import ConfigError, MapperError
-from ..state.base import StateStore, utc_parse, utc_text
-from ..webhooks import new_token, token_hash
-from .appstore import App, Handshake
-from .crypto import SecretBox
-from .runs import CompiledMapping, ShopState, shop_environment
-from .shops import Shop, ShopRegistry
+from engine.errors import ConfigError, MapperError
+from engine.ops.state.base import StateStore, utc_parse, utc_text
+from engine.ops.webhooks import new_token, token_hash
+from engine.hosted.appstore import App, Handshake
+from engine.hosted.crypto import SecretBox
+from engine.hosted.runs import CompiledMapping, ShopState, shop_environment
+from engine.hosted.shops import Shop, ShopRegistry
 
 __all__ = ["Install", "InstallError", "Installs"]
 
@@ -68,7 +68,7 @@ class Installs:
         self.store, self.box, self.compiled = store, box, compiled
         self.registry = ShopRegistry(store, box)
         if http_client is None:
-            from ..http.client import HttpClient
+            from engine.io.http.client import HttpClient
             http_client = HttpClient
         self._http_client = http_client
 

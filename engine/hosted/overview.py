@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..runner import PLAN_LIMITS, PLAN_YEAR_ZONE
-from ..state.base import StateStore, utc_parse, utc_text
-from .shops import Shop, ShopRegistry, scope
+from engine.ops.runner import PLAN_LIMITS, PLAN_YEAR_ZONE
+from engine.ops.state.base import StateStore, utc_parse, utc_text
+from engine.hosted.shops import Shop, ShopRegistry, scope
 
 #: an active shop without a finished run for this long is overdue (its daily run did not happen)
 OVERDUE = timedelta(hours=36)

@@ -20,7 +20,7 @@ class StorePool:
     def store(self):
         """A writable PostgreSQL state store on a pooled connection (use it in a ``with``)."""
         from psycopg_pool import ConnectionPool
-        from ..state.postgres import PostgresStateStore
+        from engine.ops.state.postgres import PostgresStateStore
         with self._lock:
             if self._pool is None:
                 self._pool = ConnectionPool(self.database, min_size=1, max_size=self.max_size,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from ..clock import now
-from ..state.base import StateError, utc_text
+from engine.clock import now
+from engine.ops.state.base import StateError, utc_text
 
 
 def apply_queue_schema(store, database: str) -> str:

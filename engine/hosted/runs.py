@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import MapperError
-from ..state.base import StateStore
-from .shops import Shop, ShopRegistry, ShopSecrets, scope
+from engine.errors import MapperError
+from engine.ops.state.base import StateStore
+from engine.hosted.shops import Shop, ShopRegistry, ShopSecrets, scope
 
 __all__ = ["CompiledMapping", "ShopState", "run_shop", "shop_environment"]
 
@@ -92,12 +92,12 @@ class CompiledMapping:
     """A mapping compiled once; :meth:`for_environment` binds a shop's source and destination."""
 
     def __init__(self, path: str | Path, environ: dict[str, str] | None = None):
-        from ..mapping import load_mapping
+        from engine.config.mapping import load_mapping
         self.path = path
         self.mapping = load_mapping(path, environ=environ)
 
     def for_environment(self, environ: dict[str, str]) -> Any:
-        from ..mapping import reread_sections
+        from engine.config.mapping import reread_sections
         return reread_sections(self.mapping, environ, ("source", "destination"))
 
 
@@ -108,10 +108,10 @@ def run_shop(shop_id: str, *, store: StateStore, registry: ShopRegistry, compile
 
     Raises what `mapper run` raises; the caller records the outcome in the registry.
     """
-    from ..debtors import build_matcher
-    from ..outbox import Outbox
-    from ..runner import Runner
-    from ..sources.open import open_source as default_open_source
+    from engine.convert.debtors import build_matcher
+    from engine.io.outbox import Outbox
+    from engine.ops.runner import Runner
+    from engine.io.sources.open import open_source as default_open_source
 
     shop = registry.get(shop_id)
     if shop.status != "active":

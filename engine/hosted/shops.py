@@ -22,10 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from ..errors import ConfigError
-from ..http.client import is_loopback_host
-from ..state.base import StateError, StateStore, clean_reason, utc_parse, utc_text
-from .crypto import SecretBox
+from engine.errors import ConfigError
+from engine.io.http.client import is_loopback_host
+from engine.ops.state.base import StateError, StateStore, clean_reason, utc_parse, utc_text
+from engine.hosted.crypto import SecretBox
 
 __all__ = ["PLANS", "STATUSES", "Shop", "ShopRegistry", "ShopSecrets", "UnknownShop", "retry_delay",
            "scope"]

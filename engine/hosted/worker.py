@@ -30,13 +30,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..clock import now as clock_now
-from ..errors import ConfigError
-from ..state import StateError, open_state
-from .crypto import SecretBox
-from .pool import StorePool
-from .runs import CompiledMapping, outcome_words, run_shop
-from .shops import ShopRegistry
+from engine.clock import now as clock_now
+from engine.errors import ConfigError
+from engine.ops.state import StateError, open_state
+from engine.hosted.crypto import SecretBox
+from engine.hosted.pool import StorePool
+from engine.hosted.runs import CompiledMapping, outcome_words, run_shop
+from engine.hosted.shops import ShopRegistry
 
 __all__ = ["HostedSettings", "enqueue_run", "make_app", "run_until_idle"]
 
@@ -65,7 +65,7 @@ class HostedSettings:
             raise ConfigError("MAPPER_DATABASE is not set to a PostgreSQL URL: hosted mode keeps "
                               "every shop's state and the job queue there",
                               hint="e.g. MAPPER_DATABASE=postgresql:///mapper, then `mapper db upgrade`")
-        from ..resources import mappings_dir
+        from engine.resources import mappings_dir
         stalled = env.get("MAPPER_WORKER_STALLED_AFTER", "30")
         try:
             stalled_after = float(stalled)

@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..clock import now
-from ..errors import MapperError
-from ..hosted.overview import ShopRow, overview
-from ..hosted.runs import ShopState
-from ..hosted.shops import ShopRegistry
-from ..state.base import utc_text
-from .context import BodyTooLarge, WebContext, client_of, read_body
+from engine.clock import now
+from engine.errors import MapperError
+from engine.hosted.overview import ShopRow, overview
+from engine.hosted.runs import ShopState
+from engine.hosted.shops import ShopRegistry
+from engine.ops.state.base import utc_text
+from engine.web.context import BodyTooLarge, WebContext, client_of, read_body
 
 log = logging.getLogger("mapper.serve.admin")
 

@@ -20,11 +20,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .admin import AdminRoutes
-from .appstore import AppStoreRoutes
-from .context import WebContext, WebSettings
-from .hooks import HookRoutes
-from .metrics import MetricsRoutes
+from engine.web.admin import AdminRoutes
+from engine.web.appstore import AppStoreRoutes
+from engine.web.context import WebContext, WebSettings
+from engine.web.hooks import HookRoutes
+from engine.web.metrics import MetricsRoutes
 
 log = logging.getLogger("mapper.serve")
 

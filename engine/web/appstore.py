@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..clock import now
-from ..errors import MapperError
-from ..hosted.appstore import MAX_BODY, App, BadHandshake, parse_handshake, sign, verify
-from ..hosted.installs import Install, InstallError, Installs, public_hash
-from ..webhooks import shown
-from .context import BodyTooLarge, WebContext, client_of, read_body
+from engine.clock import now
+from engine.errors import MapperError
+from engine.hosted.appstore import MAX_BODY, App, BadHandshake, parse_handshake, sign, verify
+from engine.hosted.installs import Install, InstallError, Installs, public_hash
+from engine.ops.webhooks import shown
+from engine.web.context import BodyTooLarge, WebContext, client_of, read_body
 
 log = logging.getLogger("mapper.serve.appstore")
 

@@ -13,12 +13,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
-from ..errors import ConfigError
-from ..hosted.appstore import App, apps_from_env
-from ..hosted.crypto import SecretBox
-from ..hosted.pool import StorePool
-from ..hosted.runs import CompiledMapping
-from ..hosted.worker import HostedSettings
+from engine.errors import ConfigError
+from engine.hosted.appstore import App, apps_from_env
+from engine.hosted.crypto import SecretBox
+from engine.hosted.pool import StorePool
+from engine.hosted.runs import CompiledMapping
+from engine.hosted.worker import HostedSettings
 
 log = logging.getLogger("mapper.serve")
 
@@ -91,7 +91,7 @@ class WebContext:
     def compiled(self) -> CompiledMapping:
         with self._lock:
             if self._compiled is None:
-                from ..hosted.worker import _no_shop_env
+                from engine.hosted.worker import _no_shop_env
                 self._compiled = CompiledMapping(self.settings.hosted.mapping, environ=_no_shop_env())
             return self._compiled
 
@@ -100,7 +100,7 @@ class WebContext:
         if self._enqueue is not None:
             return self._enqueue(shop_id)
         from procrastinate.exceptions import AlreadyEnqueued
-        from ..hosted.worker import RUN_TASK, make_app
+        from engine.hosted.worker import RUN_TASK, make_app
         with self._lock:
             if self._queue is None:
                 self._queue = make_app(self.settings.hosted, self.box)

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..clock import now
-from ..hosted.hints import receive_hint
-from ..webhooks import BadHint, HintRefused, hint_from_body, shown, token_hash
-from .context import BodyTooLarge, WebContext, client_of, read_body
+from engine.clock import now
+from engine.hosted.hints import receive_hint
+from engine.ops.webhooks import BadHint, HintRefused, hint_from_body, shown, token_hash
+from engine.web.context import BodyTooLarge, WebContext, client_of, read_body
 
 log = logging.getLogger("mapper.serve.hooks")
 

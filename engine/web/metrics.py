@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..clock import now
-from ..hosted.overview import overview
-from .context import WebContext
+from engine.clock import now
+from engine.hosted.overview import overview
+from engine.web.context import WebContext
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

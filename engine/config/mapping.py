@@ -1,0 +1,485 @@
+"""Loading a mapping: YAML with positions -> schema check -> compiled, ready to run.
+
+Every expression and template is compiled here, so a typo fails ``mapper validate``
+with its line, not the nightly run.
+"""
+
+from __future__ import annotations
+
+import os
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from lxml import etree
+
+from engine.config import schema_check
+from engine.convert.credits import CreditSource, CreditSpec
+from engine.errors import MappingError, MappingErrors
+from engine.expr.expressions import Expression, Template, compile_expression, compile_template
+from engine.expr.filters import DEFAULT_REPLACEMENTS
+from engine.resources import mappings_dir, resolve_mapping, resolve_relative, schemas_dir
+from engine.config.yamlpos import Located, dotted, load_yaml, merge
+
+
+@dataclass
+class Element:
+    """One declared XML element, compiled."""
+
+    name: str
+    attributes: list[tuple[str, Template]]
+    text: Template | None
+    children: list["Element"]
+    for_each: Expression | None = None
+    item_name: str = "item"
+    when: Expression | None = None
+    bindings: list[tuple[str, Expression]] = field(default_factory=list)
+    optional: bool = False
+    records: bool = False
+    path: str = ""  # where it is declared, for error messages
+
+
+@dataclass
+class Term:
+    label: Template
+    amount: Expression
+
+
+@dataclass
+class VatRule:
+    rate: Decimal
+    vat_class: str
+    valid_from: str | None
+    valid_until: str | None
+    when: Expression | None
+    flag: Template | None
+
+
+@dataclass
+class Check:
+    name: str
+    when: Expression | None
+    expect: Expression
+    message: Template
+
+
+@dataclass
+class Flag:
+    when: Expression
+    message: Template
+
+
+@dataclass
+class Column:
+    title: str
+    text: Template | None
+    amount: Expression | None
+
+
+@dataclass
+class Mapping_:
+    """A compiled mapping. Field names follow the YAML keys."""
+
+    file: Path
+    name: str
+    raw: dict[str, Any]
+    located: Located
+    record_id: Expression
+    record_number: Expression
+    record_created: Expression
+    look_back_days: int
+    where: list[Expression]
+    let: list[tuple[str, Expression]]
+    customer_key: Expression
+    customer_number: Expression
+    customer_fallback: Expression | None
+    customer_without_key: Template | None  # None = quarantine
+    customer_name: Template
+    invoice: dict[str, Any]
+    vat_rules: list[VatRule]
+    checks: list[Check]
+    flags: list[Flag]
+    tables: dict[str, Any]
+    document: Element | None
+    record_element: Element | None  # None: no XML (an API destination renders its own bodies)
+    xsd_path: Path | None
+    per_file: int
+    replacements: dict[str, str]
+    columns: list[Column]
+    sink: dict[str, Any] | None
+    #: ``privacy.redact``: values (a customer's VAT number, name, …) never shown in a flag or a
+    #: quarantine reason, which reach stdout, the log, the run report and the state
+    redact: list[Expression] = field(default_factory=list)
+    #: ``limits.seconds_per_record``: the time budget of one record's templates
+    seconds_per_record: float = 2.0
+    #: ``credit``: where credits come from and how a credit note reads (None: no credit notes)
+    credit: CreditSpec | None = None
+    #: every expression and template compiled at load: (field, line, compiled), for `mapper explain`
+    compiled_values: list[tuple[str, int | None, Any]] = field(default_factory=list)
+
+    def source_config(self) -> dict[str, Any]:
+        """The source section, raising now for any ${VAR} it needs that is not set."""
+        self._require_env("source")
+        return self.raw.get("source") or {}
+
+    def destination_config(self) -> dict[str, Any]:
+        """The API destination, raising now for any ${VAR} it needs that is not set."""
+        self._require_env("destination")
+        return (self.raw.get("destination") or {}).get("api") or {}
+
+    def _require_env(self, section: str) -> None:
+        missing = [e for p, e in self.located.missing_env.items() if p[:1] == (section,)]
+        if len(missing) == 1:
+            raise missing[0]
+        if missing:
+            raise MappingErrors(missing)
+
+
+class _Compiler:
+    def __init__(self, located: Located):
+        self.located = located
+        self.errors: list[MappingError] = []
+        self.compiled: list[tuple[str, int | None, Expression | Template]] = []   # (field, line, value)
+
+    def _pos(self, path):
+        return self.located.where(path)
+
+    def expr(self, path, value=None) -> Expression | None:
+        value = self._get(path) if value is None else value
+        if value is None:
+            return None
+        line, col = self._pos(path)
+        try:
+            compiled = compile_expression(value, file=self.located.file_of(path), line=line, column=col,
+                                          field=dotted(path))
+        except MappingError as exc:
+            self.errors.append(exc)
+            return None
+        self.compiled.append((dotted(path), line, compiled))
+        return compiled
+
+    def tmpl(self, path, value=None) -> Template | None:
+        value = self._get(path) if value is None else value
+        if value is None:
+            return None
+        line, col = self._pos(path)
+        try:
+            compiled = compile_template(value, file=self.located.file_of(path), line=line, column=col,
+                                        field=dotted(path))
+        except MappingError as exc:
+            self.errors.append(exc)
+            return None
+        self.compiled.append((dotted(path), line, compiled))
+        return compiled
+
+    def _get(self, path):
+        node: Any = self.located.data
+        for p in path:
+            if isinstance(node, dict):
+                node = node.get(p)
+            elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+                node = node[p]
+            else:
+                return None
+            if node is None:
+                return None
+        return node
+
+    def element(self, path, *, in_document: bool) -> Element:
+        spec = self._get(path)
+        children = [self.element(path + ("children", i), in_document=in_document)
+                    for i in range(len(spec.get("children") or []))]
+        el = Element(
+            name=spec["element"],
+            attributes=[(k, self.tmpl(path + ("attributes", k))) for k in (spec.get("attributes") or {})],
+            text=self.tmpl(path + ("text",)),
+            children=children,
+            for_each=self.expr(path + ("for_each",)),
+            item_name=spec.get("as", "item"),
+            when=self.expr(path + ("when",)),
+            bindings=[(k, self.expr(path + ("with", k))) for k in (spec.get("with") or {})],
+            optional=bool(spec.get("optional")),
+            records=bool(spec.get("records")),
+            path=dotted(path),
+        )
+        if el.records and not in_document:
+            self.errors.append(self.located.error(path + ("records",), "records: true belongs in output.document, not in output.record"))
+        if el.text is not None and el.children:
+            self.errors.append(self.located.error(path, f"element {el.name} has both text and children", "use one of them"))
+        try:
+            etree.Element(el.name)
+        except ValueError:
+            self.errors.append(self.located.error(path + ("element",), f"'{el.name}' is not a valid XML element name"))
+        return el
+
+
+
+def _check_around_records(el: Element, path, located: Located, errors: list) -> None:
+    """The records element and those around it are written once per file: no conditions."""
+    if not (el.records or _count_records(el)):
+        return
+    for key, value in (("when", el.when), ("for_each", el.for_each), ("with", el.bindings)):
+        if value:
+            errors.append(located.error(path + (key,), f"{key} cannot be used on <{el.name}>: it holds the records "
+                                        f"and is written once per file", "move it to an element inside output.record"))
+    for i, child in enumerate(el.children):
+        _check_around_records(child, path + ("children", i), located, errors)
+
+
+def _count_records(el: Element) -> int:
+    return int(el.records) + sum(_count_records(c) for c in el.children)
+
+
+def _load_located(file: Path, shown: str, text: str, environ, chain: tuple[Path, ...]) -> Located:
+    """The YAML of a mapping with its ``extends:`` chain laid under it."""
+    located = load_yaml(text, shown, environ)
+    if not isinstance(located.data, dict):
+        raise MappingError("a mapping must be a set of keys (version, name, record, …)", file=shown, line=1, column=1)
+    parent = located.data.pop("extends", None)
+    if parent is None:
+        return located
+    if not isinstance(parent, str):
+        raise located.error(("extends",), "extends: expected the path of another mapping file")
+    base_file = resolve_relative(file, parent, mappings_dir())
+    if base_file in chain or base_file == file.resolve():
+        raise located.error(("extends",), f"extends: {parent} extends this file again (a loop)")
+    try:
+        base_text = base_file.read_text(encoding="utf-8")
+    except OSError:
+        raise located.error(("extends",), f"extends: cannot read {parent}", f"looked for {base_file}") from None
+    base_shown = str(base_file) if Path(parent).is_absolute() else str(Path(shown).parent / parent)
+    base = _load_located(base_file, base_shown, base_text, environ, chain + (file.resolve(),))
+    return merge(base, located)
+
+
+def _run_time_templates(d: dict) -> Iterator[tuple]:
+    """The templates the source and the sink render when a run needs them (request paths and
+    parameters, file and report names): their syntax is checked at load like every other."""
+    source = d.get("source") or {}
+    records = source.get("records") or {}
+    yield from _request_templates(("source", "records"), records)
+    for name, spec in (records.get("expand") or {}).items():
+        yield from _request_templates(("source", "records", "expand", name), spec or {})
+    if (source.get("lookup") or {}).get("path") is not None:
+        yield ("source", "lookup", "path")
+    sink = d.get("sink") or {}
+    if (sink.get("directory") or {}).get("name") is not None:
+        yield ("sink", "directory", "name")
+    if sink.get("report") is not None:
+        yield ("sink", "report")
+
+
+def _request_templates(base: tuple, spec: dict) -> Iterator[tuple]:
+    if spec.get("path") is not None:
+        yield base + ("path",)
+    for key in (spec.get("params") or {}):
+        yield base + ("params", key)
+
+
+#: the settings a mapping is meant to read without declaring them
+SETTING_PREFIXES = ("MAPPER_", "CCVSHOP_", "ASPERION_")
+#: a variable whose name says it holds a secret (or that the mapping declares one)
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|PRIVATE|_KEY$|APIKEY|CREDENTIAL)")
+#: where a secret may go: the auth blocks, whose values are sent to their own host only
+_AUTH_PATHS = (("source", "http", "auth"), ("destination", "api", "http", "auth"))
+
+
+def _variable_policy(located: Located) -> list[MappingError]:
+    """``${VAR}`` reads only what the mapping may read, and a secret only into an auth block.
+
+    A mapping may read the MAPPER_/CCVSHOP_/ASPERION_ settings and the variables it declares
+    under ``variables:``; nothing else of the environment (HOME, AWS_…, another program's
+    password). A secret (by its name, or declared under ``variables.secret``) outside
+    ``source.http.auth`` or ``destination.api.http.auth`` would be printed or written
+    (a description, a header, a file name): refused at load.
+    """
+    declared = located.data.get("variables") or {}
+    plain = set(declared.get("plain") or []) if isinstance(declared, dict) else set()
+    secret = set(declared.get("secret") or []) if isinstance(declared, dict) else set()
+    errors = []
+    for path, names in located.env_names.items():
+        for name in names:
+            if not (name.startswith(SETTING_PREFIXES) or name in plain or name in secret):
+                errors.append(located.error(path, f"${{{name}}} is not a variable this mapping may read",
+                                            f"declare it under variables: {{plain: [{name}]}}, or use a "
+                                            f"MAPPER_/CCVSHOP_/ASPERION_ setting"))
+            elif (name in secret or (_SECRET_NAME.search(name) and name not in plain)) \
+                    and not any(path[:len(a)] == a for a in _AUTH_PATHS):
+                errors.append(located.error(path, f"${{{name}}} holds a secret and may only be used in "
+                                                  f"source.http.auth or destination.api.http.auth",
+                                            "anything else can end up in a file, a log line or a report"))
+    return errors
+
+
+def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> Mapping_:
+    """Load, validate and compile a mapping; raises MappingError(s) with FILE:LINE:COL."""
+    file = resolve_mapping(path)
+    shown = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError(f"mapping file not found: {shown}",
+                           hint="give the path to a .yaml mapping, e.g. mappings/ccvshop_asperion.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"cannot read the mapping file {shown}: {exc}") from None
+    located = _load_located(file, shown, text, os.environ if environ is None else environ, ())
+    errors = schema_check.check(located)
+    if errors:
+        raise errors[0] if len(errors) == 1 else MappingErrors(errors)
+    policy = _variable_policy(located)
+    if policy:
+        raise policy[0] if len(policy) == 1 else MappingErrors(policy)
+    env_errors = [e for p, e in located.missing_env.items() if p[:1] not in (("source",), ("destination",))]
+    if env_errors:
+        raise env_errors[0] if len(env_errors) == 1 else MappingErrors(env_errors)
+
+    c = _Compiler(located)
+    d = located.data
+    inv = d["invoice"]
+    lines = inv["lines"]
+    invoice = {
+        "description": c.tmpl(("invoice", "description")),
+        "date": c.tmpl(("invoice", "date")),
+        "payment_code": c.tmpl(("invoice", "payment_code")),
+        "currency": c.expr(("invoice", "currency")),
+        "prices_include_vat": c.expr(("invoice", "prices_include_vat")),
+        "lines": {
+            "each": c.expr(("invoice", "lines", "each")),
+            "as": lines.get("as", "row"),
+            "description": c.tmpl(("invoice", "lines", "description")),
+            "article_code": c.tmpl(("invoice", "lines", "article_code")),
+            "quantity": c.expr(("invoice", "lines", "quantity")),
+            "amount": c.expr(("invoice", "lines", "amount")),
+            "rate": c.expr(("invoice", "lines", "rate")),
+            "limits": {k: Decimal(str(v)) for k, v in (lines.get("limits") or {}).items()} or None,
+        },
+        "charges": [Term(c.tmpl(("invoice", "charges", i, "label")), c.expr(("invoice", "charges", i, "amount")))
+                    for i in range(len(inv.get("charges") or []))],
+        "discounts": [Term(c.tmpl(("invoice", "discounts", i, "label")), c.expr(("invoice", "discounts", i, "amount")))
+                      for i in range(len(inv.get("discounts") or []))],
+        "allocation_basis": inv.get("allocation_basis", "incl"),
+        "vat_rounding": inv.get("vat_rounding", "per_line"),
+        "total": c.expr(("invoice", "total")),
+        "tolerance": Decimal(str(inv.get("tolerance", "0"))),
+        "rounding_line": None,
+        "reported_vat": c.expr(("invoice", "reported_vat")),
+        "surcharge_rate": c.expr(("invoice", "surcharge_rate")),
+    }
+    if inv.get("rounding_line"):
+        rl = inv["rounding_line"]
+        invoice["rounding_line"] = {"label": c.tmpl(("invoice", "rounding_line", "label")),
+                                    "rate": Decimal(str(rl.get("rate", 0))), "vat_class": rl["vat_class"]}
+    elif invoice["tolerance"] > 0:
+        c.errors.append(located.error(("invoice", "tolerance"), "a tolerance needs invoice.rounding_line",
+                                      "declare rounding_line: {label: Afrondingsverschil, vat_class: Nul}"))
+
+    vat_rules = []
+    for i, rule in enumerate((d.get("vat") or {}).get("classes") or []):
+        vat_rules.append(VatRule(Decimal(str(rule["rate"])), rule["class"], rule.get("from"), rule.get("until"),
+                                 c.expr(("vat", "classes", i, "when")), c.tmpl(("vat", "classes", i, "flag"))))
+    checks = [Check(ch["name"], c.expr(("checks", i, "when")), c.expr(("checks", i, "expect")),
+                    c.tmpl(("checks", i, "message"))) for i, ch in enumerate(d.get("checks") or [])]
+    flags = [Flag(c.expr(("flags", i, "when")), c.tmpl(("flags", i, "message")))
+             for i, _ in enumerate(d.get("flags") or [])]
+    cust = d["customer"]
+    without = cust.get("without_key", "quarantine")
+    kind = (cust.get("directory") or {}).get("kind", "in_file")
+    has_api = bool((d.get("destination") or {}).get("api"))
+    if kind == "api" and not has_api:
+        c.errors.append(located.error(("customer", "directory", "kind"), "customer.directory.kind api needs destination.api",
+                                      "declare destination.api, or use kind register or in_file"))
+    if has_api and kind != "api":
+        c.errors.append(located.error(("customer", "directory", "kind") if cust.get("directory") else ("customer",),
+                                      f"with destination.api the debtors must come from the API (customer.directory.kind: api), not {kind}",
+                                      "the invoice is booked on a debtor number that must exist in the destination"))
+    output = d.get("output") or {}
+    document = c.element(("output", "document"), in_document=True) if output else None
+    record_element = c.element(("output", "record"), in_document=False) if output else None
+    if document is not None:
+        _check_around_records(document, ("output", "document"), located, c.errors)
+    if document is not None and _count_records(document) != 1:
+        c.errors.append(located.error(("output", "document"),
+                                      "output.document needs exactly one element with records: true",
+                                      "mark the element the records go into, e.g. {element: Orders, records: true}"))
+    xsd_path = None
+    if output.get("xsd"):
+        xsd_path = resolve_relative(file, output["xsd"], schemas_dir())
+        if not xsd_path.exists():
+            c.errors.append(located.error(("output", "xsd"), f"XSD file not found: {output['xsd']}",
+                                          f"looked for {xsd_path}"))
+    for path in _run_time_templates(d):   # compiled where they are used; checked here, at load
+        c.tmpl(path)
+    columns = [Column(col["title"], c.tmpl(("preview", "columns", i, "text")), c.expr(("preview", "columns", i, "amount")))
+               for i, col in enumerate((d.get("preview") or {}).get("columns") or [])]
+    let = [(k, c.expr(("let", k))) for k in (d.get("let") or {})]
+    mapping = Mapping_(
+        file=file, name=d["name"], raw=d, located=located,
+        record_id=c.expr(("record", "id")), record_number=c.expr(("record", "number")),
+        record_created=c.expr(("record", "created")),
+        look_back_days=(d.get("intake") or {}).get("look_back_days", 90),
+        where=[c.expr(("where", i)) for i in range(len(d["where"]))],
+        let=let,
+        customer_key=c.expr(("customer", "key")), customer_number=c.expr(("customer", "number")),
+        customer_fallback=c.expr(("customer", "fallback_number")),
+        customer_without_key=None if without == "quarantine" else c.tmpl(("customer", "without_key", "number")),
+        customer_name=c.tmpl(("customer", "name")),
+        invoice=invoice, vat_rules=vat_rules, checks=checks, flags=flags,
+        tables=d.get("tables") or {}, document=document, record_element=record_element,
+        xsd_path=xsd_path, per_file=output.get("per_file", 500),
+        replacements=output.get("replace") or DEFAULT_REPLACEMENTS,
+        columns=columns, sink=d.get("sink"),
+        redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
+        seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
+        credit=_credit_spec(c, d.get("credit")),
+        compiled_values=c.compiled,
+    )
+    if c.errors:
+        raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)
+    return mapping
+
+
+def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
+    if not spec:
+        return None
+    sources = []
+    for i, src in enumerate(spec.get("from") or []):
+        at = ("credit", "from", i)
+        if ("list" in src) == ("when" in src):
+            c.errors.append(c.located.error(at, f"credit.from '{src.get('name', i)}' needs either list: (credits "
+                                                f"the source serves) or when: (a condition on a delivered order)"))
+            continue
+        if "list" in src and "order" not in src:
+            c.errors.append(c.located.error(at, f"credit.from '{src.get('name', i)}': a list needs order: "
+                                                f"(the expression giving an item's order id)"))
+        sources.append(CreditSource(
+            name=str(src.get("name", i)), request=src.get("list"), when=c.expr(at + ("when",)),
+            order=c.expr(at + ("order",)), key=c.tmpl(at + ("key",)), amount=c.expr(at + ("amount",)),
+            created=c.expr(at + ("created",)), reference=c.tmpl(at + ("reference",))))
+        if "list" in src:
+            for path in _request_templates(at + ("list",), src["list"] or {}):
+                c.tmpl(path)
+    return CreditSpec(sources=sources, description=c.tmpl(("credit", "description")),
+                      date=c.tmpl(("credit", "date")),
+                      partial_line=(c.tmpl(("credit", "partial_line")) if "partial_line" in spec
+                                    else c.tmpl(("credit",), "Creditering {{ rate }}% btw")))
+
+
+def reread_sections(m: Mapping_, environ: Mapping[str, str], sections: tuple[str, ...]) -> Mapping_:
+    """The compiled mapping with its run-time sections (``source``, ``destination``: read as
+    configuration when a run starts, never compiled) read again under ``environ``.
+
+    Hosted mode compiles a mapping once and binds each shop's URL and keys this way: the file
+    is parsed again (milliseconds), nothing is compiled again.
+    """
+    text = m.file.read_text(encoding="utf-8")
+    located = _load_located(m.file, m.located.file, text, environ, ())
+    raw = dict(m.raw)
+    for section in sections:
+        if section in located.data:
+            raw[section] = located.data[section]
+        else:
+            raw.pop(section, None)
+    return dataclasses.replace(m, raw=raw, located=located)
