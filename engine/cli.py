@@ -68,7 +68,7 @@ def validate(mapping: Path = MappingArg) -> None:
     from engine.output.xsd import Validator
     m = load_mapping(mapping)
     Validator(m.xsd_path)
-    if (m.raw.get("destination") or {}).get("api"):
+    if m.has_api:
         from engine.io.sinks.api import ApiDestination
         ApiDestination(m)  # compiles every template and expression of the destination
     typer.echo(f"{mapping}: ok (mapping '{m.name}')")
@@ -88,11 +88,11 @@ def dry_run(
     import os
     from engine.convert.debtors import build_matcher
     from engine.convert.pipeline import Converter
+    from engine.io.files import atomic_write
     from engine.ops.preview_run import dry_run as run_preview
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
-    skipped = {"delivered": 0}
     note = None
     with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
         window = _window(m, since_d or default_since, until_d, fixtures is not None)
@@ -105,18 +105,20 @@ def dry_run(
             else:
                 matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
             converter = Converter(m, matcher=matcher)
-            records = _skip_delivered(source.records(window), store, m, skipped)
-            kw = {"since": since_d, "until": until_d, "converter": converter, "bodies": bodies}
+            kw = {"store": store, "window": window, "since": since_d, "until": until_d, "converter": converter,
+                  "bodies": bodies}
             if out == "-":
-                summary = run_preview(m, records, sys.stdout.buffer, **kw)
+                summary = run_preview(m, source, sys.stdout.buffer, **kw)
                 sys.stdout.buffer.flush()
             elif out:
-                with _atomic(Path(out)) as f:
-                    summary = run_preview(m, records, f, **kw)
+                with atomic_write(Path(out)) as f:
+                    summary = run_preview(m, source, f, **kw)
             else:
-                summary = run_preview(m, records, None, **kw)
-    if skipped["delivered"]:
-        print(f"{skipped['delivered']} orders already delivered by earlier runs are left out", file=report)
+                summary = run_preview(m, source, None, **kw)
+    if summary.already_delivered:
+        print(f"{summary.already_delivered} orders already delivered by earlier runs are left out", file=report)
+    if summary.dropped:
+        print(f"{summary.dropped} dropped orders are left out (never delivered)", file=report)
     if note:
         print(f"note: {note}", file=report)
     _report(m, summary, out, report)
@@ -128,7 +130,7 @@ def _destination(m):
 
     @contextlib.contextmanager
     def cm():
-        if not (m.raw.get("destination") or {}).get("api"):
+        if not m.has_api:
             yield None
             return
         from engine.io.sinks.api import ApiDestination
@@ -139,33 +141,6 @@ def _destination(m):
             dest.close()
 
     return cm()
-
-
-def _record_id(m, record) -> str:
-    """A record's id, or "" where it has none (the converter quarantines it with the reason)."""
-    from engine.expr.expressions import EvaluationError
-    if not isinstance(record, dict):
-        return ""
-    try:
-        return str(m.record_id({"record": record}))
-    except EvaluationError:
-        return ""
-
-
-def _skip_delivered(records, store, m, counter: dict):
-    """Leave out what earlier runs delivered, as a run would (read-only)."""
-    from engine.ops.runner import _chunks
-    # Small chunks: every record of a chunk is held (parsed, ~30 KB each) until the chunk's
-    # one lookup is done; 200 kept ~7 MB of orders alive and made them survive into the
-    # collector's older generations. 50 costs 2,000 indexed lookups per 100,000 orders.
-    for chunk in _chunks(records, 50):
-        ids = [_record_id(m, r) for r in chunk]
-        done = store.delivered(m.name, [i for i in ids if i])
-        for record, shop_id in zip(chunk, ids):
-            if shop_id and shop_id in done:
-                counter["delivered"] += 1
-                continue
-            yield record
 
 
 def _window(m, since: Optional[date], until: Optional[date], offline: bool) -> dict:
@@ -247,7 +222,7 @@ def run(
     import os
     from engine.convert.debtors import build_matcher
     from engine.io.outbox import Outbox
-    from engine.ops.runner import Runner
+    from engine.ops.runner import Runner, resolve_outbox, resolve_plan
     from engine.ops.state import LockBusy
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
@@ -262,8 +237,8 @@ def run(
                     typer.echo(f"{m.name} is disabled{why} (since {switch.changed_at:%Y-%m-%d %H:%M} UTC); "
                                f"nothing done. `mapper enable {mapping}` resumes it; its state is kept.")
                     raise typer.Exit(EXIT_OK)
-                box = outbox or os.environ.get("MAPPER_OUTBOX") or ((m.sink or {}).get("directory") or {}).get("path") or "outbox"
-                plan = os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+                box = resolve_outbox(m, outbox, os.environ)
+                plan = resolve_plan(m, os.environ)
                 progress = _progress() if sys.stderr.isatty() else None
                 with _destination(m) as dest:
                     if dest is not None:
@@ -298,35 +273,11 @@ def _progress():
 
 
 def _write_report(m, result, report: Optional[Path], box) -> None:
-    """The run report: counts, files, quarantine reasons (order ids, never customer data)."""
-    import json
-    from engine.clock import now
-    from engine.expr.expressions import EvaluationError, Template
-    target = report
-    if target is None:
-        template = (m.sink or {}).get("report")
-        if not template:
-            return
-        stamp = now().strftime("%Y%m%dT%H%M%SZ")
-        try:
-            target = Path(Template(template)({"run": {"id": result.run_id, "started": stamp}, "tables": m.tables}))
-        except EvaluationError as exc:   # the run's work is done: a report it cannot name is a warning
-            typer.echo(f"warning: could not name the run report (sink.report: {exc}); the run itself "
-                       f"is recorded in the state", err=True)
-            return
-    body = {
-        "mapping": m.name, "run_id": result.run_id, "outcome": result.outcome, "counts": result.counts,
-        "outbox": str(box), "files": result.files,
-        "quarantined": [{"order_id": q.shop_id, "number": q.number, "reason": q.reason} for q in result.quarantined],
-        "flags": [{"number": n, "flag": f} for n, f in result.flags],
-        "messages": result.messages,
-    }
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic(target) as f:
-            f.write(json.dumps(body, indent=2, ensure_ascii=False).encode("utf-8"))
-    except OSError as exc:
-        typer.echo(f"warning: could not write the run report {target}: {exc.strerror}", err=True)
+    """The run report (engine.ops.report); a report that cannot be written is a warning."""
+    from engine.ops.report import write_run_report
+    warning = write_run_report(m, result, report, box)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _run_summary(result, box, api: bool = False) -> None:
@@ -365,10 +316,10 @@ def status(mapping: Path = MappingArg, state: Optional[str] = StateOpt, shop: Op
     import os
     from engine.clock import now
     from engine.config.mapping import load_mapping
-    from engine.ops.runner import PLAN_YEAR_ZONE, plan_limit, plan_year
+    from engine.ops.runner import PLAN_YEAR_ZONE, plan_limit, plan_year, resolve_plan
     m = load_mapping(mapping)
     with _open_store(state, readonly=True, shop=shop) as store:
-        plan = (store.shop.plan if shop else None) or os.environ.get("MAPPER_PLAN") or m.raw.get("plan") or "plus"
+        plan = resolve_plan(m, os.environ, store.shop.plan if shop else None)
         year = plan_year(now())
         switch = store.enabled_state(m.name)
         held = store.held(m.name)
@@ -552,13 +503,13 @@ def listen(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     m = load_mapping(mapping)
     _open_store(state).close()  # fail now, not on the first webhook
-    spec = (m.raw.get("intake") or {}).get("webhooks") or {}
+    spec = m.webhooks
 
     import hmac
     import os
     from datetime import timedelta
     from engine.ops.webhooks import HintRefused, token_hash
-    per_day, pending = int(spec.get("max_per_day", 1000)), int(spec.get("max_pending", 10000))
+    per_day, pending = spec.max_per_day, spec.max_pending
 
     def on_hint(shop_id: str, event: str) -> None:
         with _open_store(state) as store:  # one connection per hint: listener threads share nothing
@@ -574,13 +525,11 @@ def listen(
         return found is not None and hmac.compare_digest(found.token_hash, token_hash(token)) \
             and found.mapping == m.name and found.event == event
 
-    key_env = spec.get("signature_key_env")
-    listener = WebhookListener(host, port, on_hint, events=spec.get("events", ("orders.updated.ispaid",)),
-                               id_field=spec.get("id_field", "id"), max_body=spec.get("max_body", 65536),
-                               default_event=spec.get("default_event"), authorize=authorize,
+    key_env = spec.signature_key_env
+    listener = WebhookListener(host, port, on_hint, events=spec.events, id_field=spec.id_field,
+                               max_body=spec.max_body, default_event=spec.default_event, authorize=authorize,
                                signature_key=os.environ.get(key_env) or None if key_env else None,
-                               max_connections=spec.get("max_connections", 32),
-                               request_seconds=spec.get("request_seconds", 15))
+                               max_connections=spec.max_connections, request_seconds=spec.request_seconds)
     with _open_store(state, readonly=True) as store:
         subscriptions = store.webhook_tokens(m.name)
     if not subscriptions:
@@ -719,16 +668,16 @@ def debtors_import(mapping: Path = MappingArg,
     from engine.convert.debtors import check_register_key, import_debtors, register_secret
     from engine.config.mapping import load_mapping
     m = load_mapping(mapping)
-    spec = m.raw["customer"].get("directory") or {}
-    if spec.get("kind") != "register":
+    spec = m.customer_directory
+    if spec.kind != "register":
         typer.echo(f"error: {mapping} does not use a debtor register (customer.directory.kind: register)", err=True)
         raise typer.Exit(EXIT_CONFIG)
     with _open_store(state, shop=shop) as store:
         environ = dict(os.environ)
         if shop:    # a hosted shop's register is keyed with its own (sealed) key
-            environ[spec.get("key_env", "MAPPER_DEBTOR_KEY")] = store.secrets.debtor_key
-        secret = register_secret(environ, spec.get("key_env", "MAPPER_DEBTOR_KEY"))
-        check_register_key(store, m.name, secret, spec.get("key_env", "MAPPER_DEBTOR_KEY"), readonly=False)
+            environ[spec.key_env] = store.secrets.debtor_key
+        secret = register_secret(environ, spec.key_env)
+        check_register_key(store, m.name, secret, spec.key_env, readonly=False)
         report = import_debtors(file, store, m.name, secret)
     typer.echo(f"{file}: {report.added} added, {report.already} already registered, {len(report.skipped)} skipped")
     for line, why in report.skipped:
@@ -960,7 +909,7 @@ def debtors_rekey(mapping: Path = MappingArg, state: Optional[str] = StateOpt, s
         typer.echo("error: this deletes the register's entries; add --yes to go ahead", err=True)
         raise typer.Exit(EXIT_CONFIG)
     m = load_mapping(mapping)
-    variable = (m.raw["customer"].get("directory") or {}).get("key_env", "MAPPER_DEBTOR_KEY")
+    variable = m.customer_directory.key_env
     with _open_store(state, shop=shop) as store:
         environ = dict(os.environ)
         if shop:
@@ -970,30 +919,6 @@ def debtors_rekey(mapping: Path = MappingArg, state: Optional[str] = StateOpt, s
         store.set_register_check(m.name, key_check_value(secret), now())
     typer.echo(f"register of {m.name}: {gone} entries deleted, now keyed with {variable}; "
                f"re-import the debtors: `mapper debtors import {mapping} FILE`")
-
-
-def _atomic(target: Path):
-    """Write to a temporary file beside ``target`` and rename it into place on success."""
-    import contextlib
-    import os
-    import tempfile
-
-    @contextlib.contextmanager
-    def cm():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    return cm()
 
 
 def _report(m, summary, out, stream) -> None:

@@ -27,7 +27,7 @@ def run_preview(mapping_path, fixtures_dir, **kw):
     """Dry-run a mapping over a fixture directory: (xml bytes, summary)."""
     m = load_mapping(mapping_path)
     out = io.BytesIO()
-    summary = dry_run(m, FixtureSource(fixtures_dir).records(), out, **kw)
+    summary = dry_run(m, FixtureSource(fixtures_dir), out, **kw)
     return out.getvalue(), summary
 
 

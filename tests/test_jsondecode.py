@@ -19,7 +19,8 @@ import pytest
 from helpers import FIXTURES, ROOT
 from engine.io import jsondecode
 from engine.io.jsondecode import loads
-from engine.io.sources.fixtures import BrokenRecord, FixtureSource
+from engine.io.sources import BrokenRecord
+from engine.io.sources.fixtures import FixtureSource
 
 SHARED = ROOT.parent / "shared" / "spec" / "ccvshop-samples"
 BOM = b"\xef\xbb\xbf"

@@ -121,7 +121,7 @@ def test_rebinding_record_or_an_alias_in_a_template_keeps_the_whole_record():
 
 def test_an_api_destination_keeps_the_whole_record():
     m = load_mapping(MAPPING)
-    m = dataclasses.replace(m, raw={**m.raw, "destination": {"api": {"base_url": "http://x"}}})
+    m = dataclasses.replace(m, has_api=True)
     assert record_shape(m) is None
 
 

@@ -22,6 +22,7 @@ from engine.errors import MappingError, MappingErrors
 from engine.expr.expressions import Expression, Template, compile_expression, compile_template
 from engine.expr.filters import DEFAULT_REPLACEMENTS
 from engine.resources import mappings_dir, resolve_mapping, resolve_relative, schemas_dir
+from engine.config.specs import CustomerDirectorySpec, SinkSpec, WebhookSpec
 from engine.config.yamlpos import Located, dotted, load_yaml, merge
 
 
@@ -80,8 +81,9 @@ class Column:
 
 
 @dataclass
-class Mapping_:
-    """A compiled mapping. Field names follow the YAML keys."""
+class LoadedMapping:
+    """A mapping loaded, checked and compiled: every expression and template compiled, the
+    sections typed (``engine.config.specs``). Field names follow the YAML keys."""
 
     file: Path
     name: str
@@ -109,7 +111,13 @@ class Mapping_:
     per_file: int
     replacements: dict[str, str]
     columns: list[Column]
-    sink: dict[str, Any] | None
+    sink: SinkSpec
+    webhooks: WebhookSpec
+    customer_directory: CustomerDirectorySpec
+    #: ``plan``: the mapping's default plan (MAPPER_PLAN and a hosted shop's plan win)
+    plan: str | None
+    #: whether ``destination.api`` replaces the outbox
+    has_api: bool
     #: ``privacy.redact``: values (a customer's VAT number, name, …) never shown in a flag or a
     #: quarantine reason, which reach stdout, the log, the run report and the state
     redact: list[Expression] = field(default_factory=list)
@@ -314,7 +322,7 @@ def _variable_policy(located: Located) -> list[MappingError]:
     return errors
 
 
-def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> Mapping_:
+def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedMapping:
     """Load, validate and compile a mapping; raises MappingError(s) with FILE:LINE:COL."""
     file = resolve_mapping(path)
     shown = str(path)
@@ -415,7 +423,7 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     columns = [Column(col["title"], c.tmpl(("preview", "columns", i, "text")), c.expr(("preview", "columns", i, "amount")))
                for i, col in enumerate((d.get("preview") or {}).get("columns") or [])]
     let = [(k, c.expr(("let", k))) for k in (d.get("let") or {})]
-    mapping = Mapping_(
+    mapping = LoadedMapping(
         file=file, name=d["name"], raw=d, located=located,
         record_id=c.expr(("record", "id")), record_number=c.expr(("record", "number")),
         record_created=c.expr(("record", "created")),
@@ -430,7 +438,10 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         tables=d.get("tables") or {}, document=document, record_element=record_element,
         xsd_path=xsd_path, per_file=output.get("per_file", 500),
         replacements=output.get("replace") or DEFAULT_REPLACEMENTS,
-        columns=columns, sink=d.get("sink"),
+        columns=columns, sink=SinkSpec.from_config(d.get("sink")),
+        webhooks=WebhookSpec.from_config((d.get("intake") or {}).get("webhooks")),
+        customer_directory=CustomerDirectorySpec.from_config(d["customer"].get("directory")),
+        plan=d.get("plan"), has_api=bool((d.get("destination") or {}).get("api")),
         redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
         seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
         credit=_credit_spec(c, d.get("credit")),
@@ -467,7 +478,7 @@ def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
                                     else c.tmpl(("credit",), "Creditering {{ rate }}% btw")))
 
 
-def reread_sections(m: Mapping_, environ: Mapping[str, str], sections: tuple[str, ...]) -> Mapping_:
+def reread_sections(m: LoadedMapping, environ: Mapping[str, str], sections: tuple[str, ...]) -> LoadedMapping:
     """The compiled mapping with its run-time sections (``source``, ``destination``: read as
     configuration when a run starts, never compiled) read again under ``environ``.
 

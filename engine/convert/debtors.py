@@ -241,15 +241,15 @@ def import_debtors(path: Path, store: Any, mapping: str, secret: str) -> ImportR
 
 def build_matcher(mapping: Any, store: Any, *, readonly: bool, environ: dict[str, str]) -> tuple[Any, str | None]:
     """The mapping's debtor directory; with a note when dry-run falls back to in-file matching."""
-    spec = mapping.raw["customer"].get("directory") or {"kind": "in_file"}
-    if spec["kind"] == "in_file":
+    spec = mapping.customer_directory
+    if spec.kind == "in_file":
         return InFileMatcher(), None
-    variable = spec.get("key_env", "MAPPER_DEBTOR_KEY")
+    variable = spec.key_env
     if readonly and len(environ.get(variable, "")) < 16:
         return InFileMatcher(), f"debtor register not consulted ({variable} is not set): numbers as if all customers were new"
     secret = register_secret(environ, variable)
     check_register_key(store, mapping.name, secret, variable, readonly=readonly)
-    numbering = Numbering.from_config(spec.get("numbering"))
+    numbering = Numbering.from_config(spec.numbering)
     return RegisterMatcher(store, mapping.name, secret, numbering, readonly=readonly), None
 
 

@@ -23,12 +23,12 @@ from engine.output.document import record_level
 from engine.errors import OrderError, in_words
 from engine.expr.expressions import EvaluationError, time_budget
 from engine.convert.invoice import Invoice, build_invoice
-from engine.config.mapping import Mapping_
+from engine.config.mapping import LoadedMapping
 from engine.output.render import writer
 from engine.convert.stages import compile_stages
 from engine.output.xsd import Validator
 from engine.output.xsd_process import XsdChecker
-from engine.io.sources.fixtures import BrokenRecord
+from engine.io.sources import BrokenRecord
 
 
 @dataclass
@@ -73,7 +73,7 @@ Outcome = Converted | Quarantined | Excluded
 
 
 class Converter:
-    def __init__(self, mapping: Mapping_, matcher: DebtorMatcher | None = None,
+    def __init__(self, mapping: LoadedMapping, matcher: DebtorMatcher | None = None,
                  validator: Validator | None = None):
         self.mapping = mapping
         self.matcher = matcher or InFileMatcher()

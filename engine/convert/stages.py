@@ -20,7 +20,7 @@ from engine.expr.codegen import run_generated
 from engine.errors import MappingError, OrderError
 from engine.expr.evaluate import as_amount, call
 from engine.expr.expressions import Expression, InlineCode, Template
-from engine.config.mapping import Mapping_
+from engine.config.mapping import LoadedMapping
 from engine.convert.money import round_cents
 
 
@@ -51,7 +51,7 @@ class StageCode:
     source: str = ""  # the generated Python of all of them (`mapper explain --code`)
 
 
-def compile_stages(mapping: Mapping_, inline: bool = True) -> StageCode:
+def compile_stages(mapping: LoadedMapping, inline: bool = True) -> StageCode:
     """The stage functions of ``mapping``; each template called, not inlined, where Python
     cannot compile the inlined code (or with ``inline=False``: the reference the tests use)."""
     for inline in (True, False) if inline else (False,):
@@ -112,7 +112,7 @@ class _StageWriter:
     def one_text(self, tmpl: Template | None, what: str) -> str:
         return self.function("c", lambda: self.text("v", tmpl, what, 1) or "v")
 
-    def stages(self, m: Mapping_) -> StageCode:
+    def stages(self, m: LoadedMapping) -> StageCode:
         names = {
             "prelude": self.function("c, flags, credit=False", lambda: self.prelude(m)),
             "customer": self.function("c", lambda: self.customer(m)),
@@ -172,7 +172,7 @@ class _StageWriter:
             out.append(var)
         return "(" + "".join(v + ", " for v in out) + ")"
 
-    def prelude(self, m: Mapping_) -> str:
+    def prelude(self, m: LoadedMapping) -> str:
         if m.where:  # a credit note is for a delivered order, whatever the filter says of it now
             self.emit(1, "if not credit:")
         for i, cond in enumerate(m.where):
@@ -201,10 +201,10 @@ class _StageWriter:
             self.emit(3, "flags.append(t)")
         return "-1"
 
-    def customer(self, m: Mapping_) -> str:
+    def customer(self, m: LoadedMapping) -> str:
         return self.values(("value", m.customer_key, "customer.key"), ("text", m.customer_name, "customer.name"))
 
-    def outcome(self, m: Mapping_) -> str:
+    def outcome(self, m: LoadedMapping) -> str:
         self.value("created", m.record_created, "record.created", 1)
         self.emit(1, "preview = []")
         for col in m.columns:

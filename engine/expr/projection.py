@@ -33,7 +33,7 @@ from jinja2 import nodes
 
 from engine.io import jsondecode
 from engine.expr.expressions import Expression, Template, parse_expression, parse_template
-from engine.config.mapping import Element, Mapping_
+from engine.config.mapping import Element, LoadedMapping
 
 ROOT = "record"
 _EACH = "[]"  # a path step: every item of a list
@@ -46,9 +46,9 @@ class _CannotFollow(Exception):
     """A use of the record the analysis does not follow: keep it whole."""
 
 
-def record_shape(mapping: Mapping_) -> dict | None:
+def record_shape(mapping: LoadedMapping) -> dict | None:
     """The record paths ``mapping`` reads, as a tree (``WHOLE`` leaves); None: the whole record."""
-    if (mapping.raw.get("destination") or {}).get("api"):
+    if mapping.has_api:
         return None
     try:
         return _Analysis(mapping).shape()
@@ -56,7 +56,7 @@ def record_shape(mapping: Mapping_) -> dict | None:
         return None
 
 
-def decoder(mapping: Mapping_) -> Callable[[bytes], Any]:
+def decoder(mapping: LoadedMapping) -> Callable[[bytes], Any]:
     """``loads(data)`` for records of ``mapping``: the projected decode, else the full one."""
     shape = record_shape(mapping)
     if shape is None:
@@ -90,7 +90,7 @@ def _typed(shape: dict, name: str) -> Any:
 
 
 class _Analysis:
-    def __init__(self, mapping: Mapping_):
+    def __init__(self, mapping: LoadedMapping):
         self.m = mapping
         self.paths: list[tuple[str, ...]] = []  # every record path read whole
         self.aliases: dict[str, set[tuple[str, ...]]] = {ROOT: {()}}  # name -> the record paths bound to it

@@ -158,8 +158,7 @@ class Installs:
 
     def events(self) -> list[str]:
         """The webhook events the runs use (``intake.webhooks.events`` of the mapping)."""
-        hooks = (self.compiled.mapping.raw.get("intake") or {}).get("webhooks") or {}
-        return list(hooks.get("events") or [])
+        return list(self.compiled.mapping.webhooks.events)
 
     def _subscribe(self, client: Any, shop: Shop, app: App, now: datetime) -> None:
         """One subscription per event at a secret address; one the shop already has is kept."""

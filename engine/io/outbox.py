@@ -54,7 +54,7 @@ class Outbox:
     def for_mapping(cls, mapping, directory: str | Path, *, wait_seconds: float = 0.0,
                     owner: str = "") -> "Outbox":
         """The outbox with the file mode the mapping's ``sink.directory.mode`` sets."""
-        mode = ((mapping.sink or {}).get("directory") or {}).get("mode", "0600")
+        mode = mapping.sink.directory.mode
         return cls(directory, mode=int(str(mode), 8), wait_seconds=wait_seconds, owner=owner)
 
     # ---- the run's lock

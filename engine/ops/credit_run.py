@@ -18,7 +18,7 @@ from engine.convert.credits import Credit, from_lists, from_record
 from engine.errors import OrderError
 from engine.convert.money import ZERO
 from engine.convert.pipeline import Converted, Quarantined, Unbooked
-from engine.io.sources.fixtures import BrokenRecord
+from engine.io.sources import BrokenRecord
 from engine.ops.state.base import CreditEntry
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 from engine.clock import now as clock_now
@@ -25,16 +26,16 @@ from engine.ops.credit_run import CreditRun, credits_of_record
 from engine.convert.credits import is_credit_id
 from engine.output.xsd import Validator
 from engine.errors import MappingError, OrderError
-from engine.expr.expressions import EvaluationError
-from engine.config.mapping import Mapping_
+from engine.config.mapping import LoadedMapping
 from engine.io.outbox import Outbox
-from engine.convert.pipeline import Converter, Excluded, Quarantined, in_window
-from engine.io.sources.fixtures import BrokenRecord
+from engine.convert.pipeline import Converter, Excluded, Quarantined
+from engine.ops.intake import Intake
 from engine.ops.state import OrderRef, StateStore
 from engine.ops.state.base import clean_reason
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
-DEFAULT_HINT_LOOKUPS = 500
+DEFAULT_PLAN = "plus"
+DEFAULT_OUTBOX = "outbox"
 
 
 @dataclass
@@ -61,6 +62,16 @@ def plan_year(stamp: datetime) -> int:
     return stamp.astimezone(ZoneInfo(PLAN_YEAR_ZONE)).year
 
 
+def resolve_plan(mapping: LoadedMapping, environ: Mapping[str, str], shop_plan: str | None = None) -> str:
+    """The plan a run counts against: a hosted shop's, else MAPPER_PLAN, else the mapping's."""
+    return shop_plan or environ.get("MAPPER_PLAN") or mapping.plan or DEFAULT_PLAN
+
+
+def resolve_outbox(mapping: LoadedMapping, option: str | Path | None, environ: Mapping[str, str]) -> Path:
+    """Where the files go: --outbox, else MAPPER_OUTBOX, else the mapping's sink.directory.path."""
+    return Path(option or environ.get("MAPPER_OUTBOX") or mapping.sink.directory.path or DEFAULT_OUTBOX)
+
+
 def plan_limit(plan: str) -> int | None:
     if plan not in PLAN_LIMITS:
         raise MappingError(f"plan '{plan}' is not known", hint="use basis (250 invoices a year) or plus (unlimited)")
@@ -68,7 +79,7 @@ def plan_limit(plan: str) -> int | None:
 
 
 class Runner:
-    def __init__(self, mapping: Mapping_, source: Any, store: StateStore, outbox: Outbox | None = None, *,
+    def __init__(self, mapping: LoadedMapping, source: Any, store: StateStore, outbox: Outbox | None = None, *,
                  plan: str = "plus", since: date | None = None, until: date | None = None,
                  progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200,
                  matcher: Any = None, destination: Any = None):
@@ -87,8 +98,12 @@ class Runner:
         self._stamp = clock_now()
         self._delivered_this_year = 0
         self._outbox, self._destination = outbox, destination
-        self._duplicates: list[str] = []   # ids the intake listed more than once
-        self._webhooks = (mapping.raw.get("intake") or {}).get("webhooks") or {}
+        window = self._window()
+        self.intake = Intake(mapping, source, store, window=window, start=date.fromisoformat(window["start"]), until=until,
+                             since=since, refetch=True, chunk=chunk, counts=self.result.counts,
+                             on_delivered=self._delivered_seen_again,
+                             on_refused=lambda shop_id, reason: self._quarantine(Quarantined(shop_id, shop_id, reason)),
+                             progress=(lambda: progress(self.result.counts)) if progress else None)
         self.accepted: set[str] = set()      # ids handed to the sink by this run
         self.record_credits: list[Any] = []  # (Credit, record): what delivered orders seen again say
 
@@ -114,7 +129,7 @@ class Runner:
             for key, n in sink.recover().items():
                 r.counts[key] += n
             self._delivered_this_year = self.store.delivered_count(name, plan_year(self._stamp), PLAN_YEAR_ZONE)
-            window = self._window()
+            window = self.intake.window
             for outcome in self._outcomes():
                 if self.limit is not None and self._delivered_this_year + sink.pending >= self.limit:
                     r.counts["held_by_plan"] += 1      # kept: re-fetched by every run until it goes
@@ -137,9 +152,10 @@ class Runner:
             if r.counts["hints_deferred"]:
                 r.messages.append(f"{r.counts['hints_deferred']} hinted order(s) wait for the next run "
                                   f"(intake.webhooks.max_lookups_per_run)")
-            if self._duplicates:
-                shown = ", ".join(self._duplicates[:10]) + (" …" if len(self._duplicates) > 10 else "")
-                r.messages.append(f"{len(self._duplicates)} order id(s) came twice in the intake and were "
+            duplicates = self.intake.duplicates
+            if duplicates:
+                shown = ", ".join(duplicates[:10]) + (" …" if len(duplicates) > 10 else "")
+                r.messages.append(f"{len(duplicates)} order id(s) came twice in the intake and were "
                                   f"taken once: {shown}")
             r.outcome = "quarantined" if r.counts["quarantined"] else "ok"
         except BaseException as exc:
@@ -184,6 +200,10 @@ class Runner:
         self.result.quarantined.append(outcome)
         self.store.quarantine(self.m.name, outcome.shop_id, outcome.number, outcome.reason, clock_now())
 
+    def _delivered_seen_again(self, record: Any, shop_id: str) -> None:
+        if self.m.credit is not None:  # cancelled since? (credit.from ... when:)
+            self.record_credits.extend(credits_of_record(self, record, shop_id))
+
     # -- stages -----------------------------------------------------------------------------
     def _close_interrupted_runs(self) -> None:
         """Earlier runs that never finished were killed (the caller holds the run lock): say so,
@@ -198,90 +218,12 @@ class Runner:
                 (self._stamp.date() - timedelta(days=self.m.look_back_days)).isoformat(),
                 "end": self.until.isoformat() if self.until else ""}
 
-    def _records(self) -> Iterator[Any]:
-        """The window's records, then hints and open quarantine re-fetched by id."""
-        seen: set[str] = set()
-        window = self._window()
-        for record in self.source.records(window):
-            if not isinstance(record, BrokenRecord):
-                created = self._created(record)
-                if created is not None and not in_window(created, date.fromisoformat(window["start"]), self.until):
-                    continue
-                shop_id = self._id(record)
-                if shop_id and shop_id in seen:   # listed twice (a page shifted, a copied file): once is enough
-                    self.result.counts["duplicates"] += 1
-                    self._duplicates.append(shop_id)
-                    continue
-                seen.add(shop_id)
-            yield record
-        start = self._start_date(date.fromisoformat(window["start"]))
-        hinted = [h.shop_id for h in self.store.hints(self.m.name) if h.shop_id not in seen]
-        budget = int(self._webhooks.get("max_lookups_per_run", DEFAULT_HINT_LOOKUPS))
-        if len(hinted) > budget:       # hints take at most this share of a run's requests
-            self.result.counts["hints_deferred"] = len(hinted) - budget
-            hinted = hinted[:budget]
-        # a credit note in quarantine is tried again from its credit (credit.from), not looked up
-        quarantined = [q.shop_id for q in self.store.open_quarantine(self.m.name) if not is_credit_id(q.shop_id)]
-        held = [ref.shop_id for ref, _ in self.store.held(self.m.name)]
-        for shop_id in dict.fromkeys(hinted + held + quarantined):
-            if shop_id in seen:
-                continue
-            is_hint = shop_id in hinted
-            record = self._lookup(shop_id, is_hint)
-            if record is None:
-                continue
-            if is_hint and shop_id not in quarantined and shop_id not in held \
-                    and not self._after_start(record, start):
-                continue
-            seen.add(shop_id)
-            yield record
-
-    def _start_date(self, window_start: date) -> date:
-        """The earliest creation date this connector considers on its own: the first run's
-        window start, recorded then. A hint for an older order is refused unless this run is a
-        back-fill that covers it (the operator said --since)."""
-        return self.store.start_date(self.m.name) or \
-            self.store.record_start_date(self.m.name, window_start, clock_now())
-
-    def _after_start(self, record: Any, start: date) -> bool:
-        created = self._created(record)
-        day = date.fromisoformat(created[:10]) if created else None
-        if day is None or day >= start or (self.since is not None and day >= self.since):
-            return True
-        self.result.counts["hints_refused"] += 1
-        self.store.refuse_hint(self.m.name, self._id(record),
-                               f"created {day}, before this connector's start {start}: a webhook "
-                               f"does not deliver such an order (book it by hand, or back-fill with "
-                               f"--since)", clock_now())
-        return False
-
-    def _lookup(self, shop_id: str, is_hint: bool) -> Any:
-        """One record by id; a hint or quarantine entry the shop refuses to show (a 4xx other
-        than 404) is set aside with the answer instead of failing every run from now on."""
-        from engine.io.http.client import HttpError
-        try:
-            record = self.source.lookup(shop_id)
-        except HttpError as exc:
-            if exc.status is None or not 400 <= exc.status < 500 or exc.status in (404, 408, 429):
-                raise
-            reason = f"the shop refused to show this order: {exc}"
-            if is_hint:
-                self.result.counts["hints_refused"] += 1
-                self.store.refuse_hint(self.m.name, shop_id, reason, clock_now())
-            else:
-                self._quarantine(Quarantined(shop_id, shop_id, reason))
-            return None
-        if record is None:     # gone from the shop: nothing to wait for
-            self.store.clear_hints(self.m.name, [shop_id])
-            self.store.unhold(self.m.name, [shop_id])
-        return record
-
     def _outcomes(self) -> Iterator[Any]:
         """Converted records not yet delivered; quarantine recorded as it happens."""
         r = self.result
         name = self.m.name
         in_quarantine = {q.shop_id for q in self.store.open_quarantine(name)}
-        for outcome in self.converter.convert_all(self._to_convert()):
+        for outcome in self.converter.convert_all(self.intake.records()):
             if isinstance(outcome, Excluded):
                 r.counts["excluded"] += 1
                 self.store.clear_hints(name, [outcome.shop_id])
@@ -292,57 +234,3 @@ class Runner:
                 self._quarantine(outcome)
             else:
                 yield outcome
-
-    def _to_convert(self) -> Iterator[Any]:
-        """The records to convert: neither delivered nor dropped (counted as they are read)."""
-        r = self.result
-        name = self.m.name
-        dropped = self.store.dropped(name)
-        hinted = {h.shop_id for h in self.store.hints(name)}
-        for chunk in _chunks(self._records(), self.chunk):
-            ids = [self._id(rec) for rec in chunk]
-            done = self.store.delivered(name, [i for i in ids if i])
-            # a hint for an order that is delivered or dropped has done its work: without this
-            # it stays, and every later run fetches that order again
-            settled = [i for i in ids if i in hinted and (i in done or i in dropped)]
-            if settled:
-                self.store.clear_hints(name, settled)
-            for rec, shop_id in zip(chunk, ids):
-                r.counts["fetched"] += 1
-                if shop_id in done:
-                    r.counts["already_delivered"] += 1
-                    if self.m.credit is not None:  # cancelled since? (credit.from ... when:)
-                        self.record_credits.extend(credits_of_record(self, rec, shop_id))
-                    continue
-                if shop_id in dropped:
-                    r.counts["dropped_skipped"] += 1
-                    continue
-                yield rec
-            if self.progress:
-                self.progress(r.counts)
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _id(self, record: Any) -> str:
-        if isinstance(record, BrokenRecord):
-            return record.source_name
-        try:
-            return str(self.m.record_id({"record": record}))
-        except EvaluationError:
-            return ""
-
-    def _created(self, record: dict) -> str | None:
-        try:
-            return str(self.m.record_created({"record": record, "tables": self.m.tables}))
-        except EvaluationError:
-            return None
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

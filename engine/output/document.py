@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from lxml import etree
 
 from engine.errors import MappingError
-from engine.config.mapping import Element, Mapping_
+from engine.config.mapping import Element, LoadedMapping
 from engine.output.render import INDENT, render_text
 from engine.output.xsd import RECORD_PARSER, Validator
 
@@ -51,7 +51,7 @@ def _contains_records(el: Element) -> bool:
 class DocumentBuilder:
     """Collects validated record parts for one document, then writes the document."""
 
-    def __init__(self, mapping: Mapping_, validator: Validator):
+    def __init__(self, mapping: LoadedMapping, validator: Validator):
         self.mapping = mapping
         self.validator = validator
         self.record_level = record_level(mapping.document)

@@ -41,8 +41,8 @@ class DirectorySink:
         self._seq = 0
         self._builder = DocumentBuilder(mapping, validator)
         self._refs: list[OrderRef] = []
-        self._template = Template(((mapping.sink or {}).get("directory") or {}).get(
-            "name", f"{mapping.name}-{{{{ batch.date }}}}-{{{{ batch.seq }}}}.xml"))
+        self._template = Template(mapping.sink.directory.name
+                                  or f"{mapping.name}-{{{{ batch.date }}}}-{{{{ batch.seq }}}}.xml")
 
     @property
     def pending(self) -> int:

@@ -8,20 +8,12 @@ comes through as a :class:`BrokenRecord` and is quarantined under its file name.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from engine.io import jsondecode
 from engine.errors import ConfigError, SourceError
-
-
-@dataclass(frozen=True)
-class BrokenRecord:
-    """A record that could not be read; quarantined under ``source_name``."""
-
-    source_name: str
-    reason: str
+from engine.io.sources import BrokenRecord
 
 
 def _read(path: str) -> bytes:

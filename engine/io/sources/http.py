@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from engine.errors import SourceError
 from engine.io.http.client import HttpClient, NotFound
-from engine.io.sources.fixtures import BrokenRecord
+from engine.io.sources import BrokenRecord
 from engine.io.http.pagination import PaginationError, build_paginator, dig
 
 __all__ = ["HttpSource", "ShapeError"]

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 from engine.ops.state import migrations as _migrations
+from engine.batching import chunks
 from engine.ops.state.base import (
     Batch, BatchConflict, BatchStateError, CreditEntry, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
     QuarantineEntry, ReadOnlyStateError, Run, StateError, StateStore, StateVersionError,
@@ -61,11 +62,6 @@ def _statements(sql: str) -> Iterator[str]:
     rest = "\n".join(l for l in buf.splitlines() if not l.strip().startswith("--")).strip()
     if rest:
         raise StateError(f"incomplete SQL statement in a migration: {rest[:60]!r}")
-
-
-def _chunks(items: list[str], size: int = CHUNK) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _marks(n: int) -> str:
@@ -340,7 +336,7 @@ class SQLiteStateStore(StateStore):
             if db.execute("SELECT 1 FROM batches WHERE id = ?", (batch_id,)).fetchone():
                 raise BatchStateError(f"a batch with id {batch_id!r} already exists")
             conflicts: dict[str, str] = {}
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 conflicts.update(db.execute(
                     f"SELECT shop_id, batch_id FROM batch_orders WHERE mapping = ? AND live = 1 "
                     f"AND shop_id IN ({_marks(len(part))})", (mapping, *part)).fetchall())
@@ -416,7 +412,7 @@ class SQLiteStateStore(StateStore):
         ids = shop_id_list(shop_ids)
         out: set[str] = set()
         with self._read() as db:
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 out.update(r[0] for r in db.execute(
                     "SELECT o.shop_id FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
                     "WHERE o.mapping = ? AND o.live = 1 AND b.status = 'delivered' "
@@ -467,7 +463,7 @@ class SQLiteStateStore(StateStore):
         ids = shop_id_list(shop_ids)
         removed = 0
         with self._write("release quarantined orders") as db:
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 removed += db.execute(
                     f"DELETE FROM quarantine WHERE mapping = ? AND shop_id IN "
                     f"({_marks(len(part))})", (mapping, *part)).rowcount
@@ -489,7 +485,7 @@ class SQLiteStateStore(StateStore):
         ids = shop_id_list(shop_ids)
         changed = 0
         with self._write("retry quarantined orders") as db:
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 changed += db.execute(
                     "UPDATE quarantine SET status = 'open', dropped_at = NULL "
                     f"WHERE mapping = ? AND status = 'dropped' AND shop_id IN "
@@ -589,7 +585,7 @@ class SQLiteStateStore(StateStore):
             if order_ids is None:
                 rows = db.execute(sql + " ORDER BY recorded_at, credit_id", (mapping,)).fetchall()
             else:
-                for part in _chunks(shop_id_list(order_ids)):
+                for part in chunks(shop_id_list(order_ids), CHUNK):
                     rows += db.execute(sql + f" AND order_id IN ({_marks(len(part))}) ORDER BY recorded_at, credit_id",
                                        (mapping, *part)).fetchall()
         return [CreditEntry(r[0], r[1], Decimal(r[2]), r[3], r[4], utc_parse(r[5])) for r in rows]
@@ -598,7 +594,7 @@ class SQLiteStateStore(StateStore):
         ids = shop_id_list(shop_ids)
         removed = 0
         with self._write("release held orders") as db:
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 removed += db.execute(f"DELETE FROM held WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
                                       (mapping, *part)).rowcount
         return removed
@@ -665,7 +661,7 @@ class SQLiteStateStore(StateStore):
         ids = shop_id_list(shop_ids)
         removed = 0
         with self._write("clear webhook hints") as db:
-            for part in _chunks(ids):
+            for part in chunks(ids, CHUNK):
                 removed += db.execute(
                     f"DELETE FROM hints WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
                     (mapping, *part)).rowcount
