@@ -130,6 +130,13 @@ def test_quarantine_lifecycle_retry_fix_drop_and_retry_again(tmp_path, ctx, shop
     assert after_drop.returncode == 0, after_drop.stdout
     assert report_of(ctx.reports)["counts"]["dropped_skipped"] == 1
     assert order2["ordernumber_full"] not in delivered_numbers(ctx.outbox)
+    # the dry-run reads its records through the run's intake: with the state, it previews
+    # what the next run would deliver (nothing: all delivered or dropped) and says why
+    preview = ctx.cli("dry-run", ctx.mapping, "--fixtures", shop, "--state", ctx.state, "--out", "-")
+    assert preview.returncode == 0, preview.stderr
+    assert "1 dropped orders are left out (never delivered)" in preview.stderr
+    assert re.search(r"\d+ orders already delivered by earlier runs are left out", preview.stderr)
+    assert order2["ordernumber_full"] not in preview.stdout and "0 orders in the preview" in preview.stderr
 
     # Retried (by shop id: a dropped order is no longer listed): back in, tried, quarantined.
     retried = ctx.cli("quarantine", "retry", ctx.mapping, sid2, "--state", ctx.state)
