@@ -12,8 +12,9 @@ from engine.errors import ConfigError, MapperError
 
 #: caught where they are raised and turned into a MapperError (or an HTTP answer) there
 INTERNAL = {
-    "engine.expr.expressions.EvaluationError": "a template failed: becomes OrderError/MappingError naming the field",
-    "engine.expr.expressions.TimeBudgetExceeded": "a record's time budget: becomes an OrderError",
+    "engine.expr.sandbox.EvaluationError": "a template failed: becomes OrderError/MappingError naming the field",
+    "engine.expr.sandbox.TimeBudgetExceeded": "a record's time budget: becomes an OrderError",
+    "engine.expr.generator.Unsupported": "a node kind the code generator does not cover: Jinja evaluates it",
     "engine.expr.filters.NoMatch": "a lookup filter found nothing: becomes an EvaluationError",
     "engine.output.xsd_process.HelperStopped": "the XSD helper process died: the check runs in-process",
     "engine.ops.webhooks.HintRefused": "a hint past its bounds: answered 429",

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.expr import expressions
+from engine.expr import expressions, generator
 from engine.errors import MappingError
 from engine.expr.expressions import (EvaluationError, Expression, Template, _jinja_expression, _jinja_template,
                                 compile_expression, compile_template)
@@ -282,10 +282,10 @@ def test_no_environment_variable_is_readable(monkeypatch):
 def test_a_fast_path_never_calls_str_format_itself():
     # even a bound str.format that did not come through the sandbox's getattr (a plain data field,
     # an older Jinja without wrap_str_format) is left to Jinja
-    with pytest.raises(expressions._GiveUp):
-        expressions._h_call("{0.__class__}".format, 1)
-    with pytest.raises(expressions._GiveUp):
-        expressions._h_call("{0.__class__}".format_map, {})
+    with pytest.raises(generator._GiveUp):
+        generator._h_call("{0.__class__}".format, 1)
+    with pytest.raises(generator._GiveUp):
+        generator._h_call("{0.__class__}".format_map, {})
     ctx = _context()
     ctx["fmt"] = "{0.__class__.__mro__}".format
     with pytest.raises(EvaluationError):

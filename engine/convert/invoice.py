@@ -18,7 +18,7 @@ from typing import Any
 from engine.convert import money
 from engine.errors import OrderError
 from engine.expr.evaluate import as_amount
-from engine.expr.expressions import allow_fields
+from engine.expr.sandbox import allow_fields
 from engine.convert.money import ZERO
 
 

@@ -21,7 +21,8 @@ from engine.convert.credits import Credit, credit_amount, credit_invoice
 from engine.convert.customers import DebtorMatcher, InFileMatcher
 from engine.output.document import record_level
 from engine.errors import OrderError, in_words
-from engine.expr.expressions import EvaluationError, time_budget
+from engine.expr.expressions import EvaluationError
+from engine.expr.sandbox import time_budget
 from engine.convert.invoice import Invoice, build_invoice
 from engine.config.mapping import LoadedMapping
 from engine.output.render import writer

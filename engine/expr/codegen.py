@@ -1,6 +1,6 @@
 """Running generated Python so that a traceback can show it.
 
-The fast paths of expressions (engine/expr/expressions.py), the stage functions (engine/convert/stages.py)
+The fast paths of expressions (engine/expr/generator.py), the stage functions (engine/convert/stages.py)
 and the XML writer (engine/output/render.py) are Python generated from the mapping. Each piece is
 compiled under a name of its own (``<mapper stages of ccvshop-asperion #3>``) and its source
 is registered with :mod:`linecache`, so a traceback, a debugger and ``mapper explain --code``

@@ -32,7 +32,8 @@ import msgspec
 from jinja2 import nodes
 
 from engine.io import jsondecode
-from engine.expr.expressions import Expression, Template, parse_expression, parse_template
+from engine.expr.expressions import Expression, Template
+from engine.expr.generator import parse_expression, parse_template
 from engine.config.mapping import Element, LoadedMapping
 
 ROOT = "record"
