@@ -3,6 +3,13 @@
 Edit this file, then run `python schemas/build_schema.py`; a test checks that the JSON is current.
 """
 import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's engine
+from engine.io.http.auth import auth_schema  # noqa: E402
+from engine.io.http.pagination import paginate_schema  # noqa: E402
+
 EXPR = {"type": ["string", "boolean", "number"], "description": "A Jinja expression without {{ }}, e.g. record.total_price or record.status != 8."}
 TMPL = {"type": ["string", "number"], "description": "A text template: literal text with {{ expressions }} and {% if %} blocks."}
 def obj(props, required=(), desc=None, **kw):
@@ -14,15 +21,11 @@ def obj(props, required=(), desc=None, **kw):
 def e(desc): return dict(EXPR, description=desc + " (expression)")
 def t(desc): return dict(TMPL, description=desc + " (template)")
 num = {"type": "number", "exclusiveMinimum": 0}
-paginate = obj({
-    "kind": {"enum": ["next_link", "offset", "page", "single"], "description": "next_link: follow an absolute next URL; offset: start/size; page: page number; single: one page only."},
-    "next": {"type": "string", "description": "next_link: the key of the next URL in a page."},
-    "size_param": {"type": "string"}, "size": {"type": "integer", "minimum": 1, "description": "Page size asked for."},
-    "start_param": {"type": "string"}, "page_param": {"type": "string"}, "first_page": {"type": "integer"},
-    "max_pages": {"type": "integer", "minimum": 1, "description": "Stop with an error after this many pages (loop guard)."},
-    "start": {"type": "integer", "minimum": 0, "description": "offset: the first start value (default 0)."},
-    "stop_on_short_page": {"type": "boolean", "description": "offset/page: stop when a page holds fewer items than asked for."},
-}, ["kind"], "How to walk the pages.")
+# The auth kinds and paginators come from the engine's registries (register_auth,
+# register_paginator): each kind declares its own options, and the loader overlays the
+# registries as they are at run time (engine/config/schema_check.py), so a kind registered
+# later is accepted there too.
+paginate = {"$ref": "#/$defs/paginate"}
 request = obj({
     "path": t("Path under base_url"),
     "params": {"type": "object", "additionalProperties": TMPL, "description": "Query parameters (templates; an empty result drops the parameter)."},
@@ -35,21 +38,7 @@ records = dict(request)
 records = obj(dict(request["properties"], expand=expand,
                    id={"type": "string", "description": "Key of the id records are deduplicated by (default id)."}),
               ["path", "items"], "The list endpoint that yields the records.")
-auth = {"description": "How requests are signed.", "oneOf": [
-    obj({"kind": {"const": "hmac"}, "algorithm": {"enum": ["sha256", "sha384", "sha512"]},
-         "public": {"type": "string"}, "secret": {"type": "string"},
-         "sign": {"type": "string", "description": "The string to sign from {public} {method} {uri} {body} {date}."},
-         "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Header name -> value from {public} {date} {signature}."},
-         "verify_response": {"type": "boolean", "description": "Verify the server's signature over each 2xx response body."}},
-        ["kind", "algorithm", "public", "secret", "sign", "headers"]),
-    obj({"kind": {"const": "bearer"}, "token": {"type": "string"}, "header": {"type": "string", "description": "Header name (default Authorization)."},
-         "scheme": {"type": "string", "description": "Prefix before the token (default Bearer; empty for none)."}}, ["kind", "token"]),
-    obj({"kind": {"const": "none"}}, ["kind"]),
-    obj({"kind": {"const": "oauth2_refresh"}, "token_url": {"type": "string"}, "client_id": {"type": "string"},
-         "client_secret": {"type": "string"}, "refresh_token": {"type": "string"}, "scope": {"type": "string"},
-         "token_file": {"type": "string", "description": "Where a rotated refresh token is kept (mode 0600); preferred over refresh_token."}},
-        ["kind", "token_url", "client_id", "client_secret", "refresh_token"]),
-]}
+auth = {"$ref": "#/$defs/auth"}
 http = obj({
     "name": {"type": "string", "description": "What to call the server in messages, e.g. CCV Shop."},
     "auth_hint": {"type": "string", "description": "Added to a refused-credentials message: what to check."},
@@ -241,7 +230,7 @@ schema = {
                                        "name": t("File name, from batch.date, batch.seq, batch.id")}, ["path", "name"]),
                      "report": t("Where each run writes its JSON report, from run.id and run.started")}),
     },
-    "$defs": {"element": element_def},
+    "$defs": {"element": element_def, "auth": auth_schema(), "paginate": paginate_schema()},
 }
 if __name__ == "__main__":
     from pathlib import Path

@@ -36,3 +36,34 @@ def test_sections_are_read_once_into_frozen_specs():
     bare = WebhookSpec.from_config(None)
     assert bare.events == ("orders.updated.ispaid",) and bare.max_lookups_per_run == 500
     assert m.customer_directory.kind in ("in_file", "register", "api")
+
+
+def test_the_registries_of_auth_kinds_and_paginators_drive_the_schema(tmp_path, monkeypatch):
+    """A kind registered in the engine is accepted by the mapping schema with its own options
+    (dlt's register_auth/register_paginator model); one that is not is refused, the known
+    kinds listed."""
+    from engine.errors import MapperError
+    from engine.io.http import auth, pagination
+    text = MAPPING.read_text("utf-8")
+    assert "kind: hmac" in text and "{kind: next_link," in text
+    edited = tmp_path / "m.yaml"
+    edited.write_text(text.replace("kind: hmac", "kind: hmac_v2").replace("{kind: next_link,", "{kind: cursor,", 1), "utf-8")
+    with pytest.raises(MapperError) as refused:
+        load_mapping(edited)
+    assert "must be one of: hmac, bearer, none, oauth2_refresh" in str(refused.value)
+
+    hmac = auth._REGISTRY["hmac"]
+    monkeypatch.setitem(auth._REGISTRY, "hmac_v2", auth.AuthKind(hmac.builder, hmac.options, hmac.required))
+
+    class CursorPaginator(pagination.NextLinkPaginator):
+        kind = "cursor"
+        description = "a cursor"
+        options = {**pagination.NextLinkPaginator.options, "cursor_field": {"type": "string"}}
+    monkeypatch.setitem(pagination._REGISTRY, "cursor", CursorPaginator)
+    m = load_mapping(edited)
+    assert m.raw["source"]["http"]["auth"]["kind"] == "hmac_v2"
+    # its own options are checked: a key no registered paginator reads is refused
+    edited.write_text(edited.read_text("utf-8").replace("{kind: cursor,", "{kind: cursor, cursor_fieldd: x,", 1), "utf-8")
+    with pytest.raises(MapperError) as typo:
+        load_mapping(edited)
+    assert "cursor_fieldd" in str(typo.value)

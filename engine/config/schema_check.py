@@ -11,6 +11,8 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from engine.errors import MappingError
+from engine.io.http.auth import auth_schema, registered_auth_kinds
+from engine.io.http.pagination import paginate_schema, registered_paginator_kinds
 from engine.resources import mapping_schema_path
 from engine.config.yamlpos import Located, dotted
 
@@ -19,13 +21,18 @@ _TYPE_NAMES = {"string": "text", "object": "a mapping of keys", "array": "a list
 
 
 @lru_cache(maxsize=4)
-def _validator(path: str) -> jsonschema.Draft202012Validator:
+def _validator(path: str, kinds: tuple[tuple[str, ...], tuple[str, ...]]) -> jsonschema.Draft202012Validator:
+    """The schema at ``path`` with its auth and paginate blocks made of the registries as they
+    are now (``kinds`` keys the cache: a kind registered since gives a new validator)."""
     schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    defs = schema.setdefault("$defs", {})
+    defs["auth"], defs["paginate"] = auth_schema(), paginate_schema()
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
 def check(located: Located, schema_path: Path | None = None) -> list[MappingError]:
-    validator = _validator(str(schema_path or mapping_schema_path()))
+    kinds = (tuple(registered_auth_kinds()), tuple(registered_paginator_kinds()))
+    validator = _validator(str(schema_path or mapping_schema_path()), kinds)
     errors = []
     for err in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
         errors.extend(_explain(err, located))

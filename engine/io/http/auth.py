@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import string
 import time
-from typing import Any, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from engine.errors import ConfigError
 
@@ -253,12 +254,32 @@ def _build_hmac(config: Mapping[str, Any], *, clock: Clock | None = None) -> Aut
                     clock=clock, **kwargs)
 
 
-_REGISTRY: dict[str, AuthBuilder] = {}
+@dataclass(frozen=True)
+class AuthKind:
+    """A registered auth kind: how to build it, and its options as JSON Schema (the mapping
+    schema's ``http.auth`` alternatives are made of these: engine/config/schema_check.py)."""
+
+    builder: AuthBuilder
+    options: Mapping[str, Any]
+    required: tuple[str, ...] = ()
 
 
-def register_auth(kind: str, builder: AuthBuilder) -> None:
-    """Register ``builder(config: dict, *, clock) -> Auth`` under ``kind``."""
-    _REGISTRY[kind] = builder
+_REGISTRY: dict[str, AuthKind] = {}
+
+
+def register_auth(kind: str, builder: AuthBuilder, options: Mapping[str, Any] | None = None,
+                  required: Sequence[str] = ()) -> None:
+    """Register ``builder(config: dict, *, clock) -> Auth`` under ``kind``; ``options`` are the
+    JSON Schema of each key its block may hold besides ``kind``, ``required`` those it must."""
+    _REGISTRY[kind] = AuthKind(builder, dict(options or {}), tuple(required))
+
+
+def auth_schema() -> dict[str, Any]:
+    """The JSON Schema of an ``http.auth`` block: one alternative per registered kind."""
+    return {"description": "How requests are signed.", "oneOf": [
+        {"type": "object", "additionalProperties": False,
+         "properties": {"kind": {"const": kind}, **spec.options}, "required": ["kind", *spec.required]}
+        for kind, spec in _REGISTRY.items()]}
 
 
 def registered_auth_kinds() -> list[str]:
@@ -270,15 +291,25 @@ def build_auth(config: Mapping[str, Any] | None, *, clock: Clock | None = None) 
     if not config:
         return NoAuth()
     kind = config.get("kind", "none")
-    builder = _REGISTRY.get(kind)
-    if builder is None:
+    spec = _REGISTRY.get(kind)
+    if spec is None:
         raise AuthConfigError(
             f"unknown auth kind {kind!r}; known kinds: {', '.join(registered_auth_kinds())}")
-    return builder(config, clock=clock)
+    return spec.builder(config, clock=clock)
 
 
+_TEXT = {"type": "string"}
+register_auth("hmac", _build_hmac, {
+    "algorithm": {"enum": ["sha256", "sha384", "sha512"]}, "public": _TEXT, "secret": _TEXT,
+    "sign": {"type": "string", "description": "The string to sign from {public} {method} {uri} {body} {date}."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Header name -> value from {public} {date} {signature}."},
+    "verify_response": {"type": "boolean", "description": "Verify the server's signature over each 2xx response body."},
+}, ["algorithm", "public", "secret", "sign", "headers"])
+register_auth("bearer", _build_bearer, {
+    "token": _TEXT, "header": {"type": "string", "description": "Header name (default Authorization)."},
+    "scheme": {"type": "string", "description": "Prefix before the token (default Bearer; empty for none)."},
+}, ["token"])
 register_auth("none", _build_none)
-register_auth("bearer", _build_bearer)
-register_auth("hmac", _build_hmac)
 
 from engine.io.http import oauth  # noqa: E402,F401 - registers the oauth2_refresh kind

@@ -158,4 +158,8 @@ def _build(config: Mapping[str, Any], *, clock=None) -> Auth:
                              name=str(config.get("name") or "the token endpoint"))
 
 
-register_auth("oauth2_refresh", _build)
+register_auth("oauth2_refresh", _build, {
+    "token_url": {"type": "string"}, "client_id": {"type": "string"}, "client_secret": {"type": "string"},
+    "refresh_token": {"type": "string"}, "scope": {"type": "string"},
+    "token_file": {"type": "string", "description": "Where a rotated refresh token is kept (mode 0600); preferred over refresh_token."},
+}, ["token_url", "client_id", "client_secret", "refresh_token"])

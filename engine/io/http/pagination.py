@@ -93,6 +93,11 @@ class Paginator:
     """Base class with the loop guard. Subclasses implement :meth:`_first` and :meth:`_next`."""
 
     kind = "single"
+    #: what the kind does, and the JSON Schema of the options it reads (the mapping schema's
+    #: ``paginate`` block is made of every registered kind's: :func:`paginate_schema`)
+    description = "one page only"
+    options: dict[str, Any] = {
+        "max_pages": {"type": "integer", "minimum": 1, "description": "Stop with an error after this many pages (loop guard)."}}
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, origin: str | None = None):
         config = dict(config or {})
@@ -165,6 +170,9 @@ class SinglePagePaginator(Paginator):
 
 class NextLinkPaginator(Paginator):
     kind = "next_link"
+    description = "follow an absolute next URL"
+    options = {**Paginator.options,
+               "next": {"type": "string", "description": "next_link: the key of the next URL in a page."}}
 
     def __init__(self, config=None, *, origin=None):
         super().__init__(config, origin=origin)
@@ -198,6 +206,10 @@ class NextLinkPaginator(Paginator):
 
 
 class _CountingPaginator(Paginator):
+    options = {**Paginator.options,
+               "size_param": {"type": "string"},
+               "size": {"type": "integer", "minimum": 1, "description": "Page size asked for."},
+               "stop_on_short_page": {"type": "boolean", "description": "offset/page: stop when a page holds fewer items than asked for."}}
     def __init__(self, config=None, *, origin=None):
         super().__init__(config, origin=origin)
         self.size_param = self.config.get("size_param", "size")
@@ -215,6 +227,9 @@ class _CountingPaginator(Paginator):
 
 class OffsetPaginator(_CountingPaginator):
     kind = "offset"
+    description = "start/size"
+    options = {**_CountingPaginator.options, "start_param": {"type": "string"},
+               "start": {"type": "integer", "minimum": 0, "description": "offset: the first start value (default 0)."}}
 
     def __init__(self, config=None, *, origin=None):
         super().__init__(config, origin=origin)
@@ -237,6 +252,8 @@ class OffsetPaginator(_CountingPaginator):
 
 class PagePaginator(_CountingPaginator):
     kind = "page"
+    description = "page number"
+    options = {**_CountingPaginator.options, "page_param": {"type": "string"}, "first_page": {"type": "integer"}}
 
     def __init__(self, config=None, *, origin=None):
         super().__init__(config, origin=origin)
@@ -269,6 +286,17 @@ def registered_paginator_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def paginate_schema() -> dict[str, Any]:
+    """The JSON Schema of a ``paginate`` block: ``kind`` one of the registered kinds, and the
+    options any of them reads."""
+    options: dict[str, Any] = {}
+    for cls in _REGISTRY.values():
+        options.update(cls.options)
+    return {"type": "object", "additionalProperties": False, "required": ["kind"], "description": "How to walk the pages.",
+            "properties": {"kind": {"enum": list(_REGISTRY), "description": "; ".join(
+                f"{kind}: {cls.description}" for kind, cls in _REGISTRY.items()) + "."}, **options}}
+
+
 def build_paginator(config: Mapping[str, Any] | None, *, origin: str | None = None) -> Paginator:
     """A fresh paginator for one list. ``None`` config -> a single request."""
     if not config:
@@ -281,7 +309,7 @@ def build_paginator(config: Mapping[str, Any] | None, *, origin: str | None = No
     return cls(config, origin=origin)
 
 
-register_paginator("single", SinglePagePaginator)
 register_paginator("next_link", NextLinkPaginator)
 register_paginator("offset", OffsetPaginator)
 register_paginator("page", PagePaginator)
+register_paginator("single", SinglePagePaginator)
