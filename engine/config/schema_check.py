@@ -107,7 +107,7 @@ def _explain(err: ValidationError, located: Located) -> list[MappingError]:
         return [located.error(path, f"{where}: missing required key '{missing}'")]
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        names = " or ".join(_TYPE_NAMES.get(w, w) for w in want)
+        names = " or ".join(_TYPE_NAMES.get(w, str(w)) for w in want)
         return [located.error(path, f"{where}: expected {names}, got {_describe(err.instance, path, located)}")]
     if v == "enum":
         return [located.error(path, f"{where}: must be one of: {', '.join(map(str, err.validator_value))}; "

@@ -7,7 +7,7 @@ No float ever touches an amount: JSON is parsed with every non-integer number a
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Sequence
+from typing import Sequence, cast
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0")
@@ -18,9 +18,9 @@ def to_decimal(value: object, what: str = "amount") -> Decimal:
     """Turn a JSON number (int, Decimal) or numeric string into a Decimal."""
     kind = type(value)  # the two common cases first: one check each, not five isinstance calls
     if kind is Decimal:
-        return value
+        return cast(Decimal, value)
     if kind is int:
-        return Decimal(value)
+        return Decimal(cast(int, value))
     if isinstance(value, Decimal):
         return value
     if isinstance(value, bool) or value is None:
@@ -125,7 +125,7 @@ def dutch(value: Decimal, symbol: str = "€") -> str:
     q = round_cents(value)
     sign = "-" if q < 0 else ""
     whole, frac = fixed(abs(q)).split(".")
-    groups = []
+    groups: list[str] = []
     while len(whole) > 3:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]

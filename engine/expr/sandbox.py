@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, MutableSequence, MutableSet, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import jinja2.compiler
 import jinja2.filters
@@ -52,8 +52,8 @@ def _finalize(value: Any) -> Any:
         if "E" not in text and "e" not in text:
             return text
         if value.is_finite():
-            exponent = value.as_tuple().exponent
-            if value.adjusted() > MAX_DECIMAL_DIGITS or exponent < -MAX_DECIMAL_DIGITS:
+            exponent = value.as_tuple().exponent   # an int: the value is finite
+            if value.adjusted() > MAX_DECIMAL_DIGITS or cast(int, exponent) < -MAX_DECIMAL_DIGITS:
                 raise EvaluationError(f"number too long to write out: {value:.6e}")
         return format(value, "f")
     return value

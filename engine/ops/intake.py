@@ -116,14 +116,14 @@ class Intake:
     def _refetched(self, seen: set[str]) -> Iterator[Any]:
         name = self.m.name
         start = self._start_date(date.fromisoformat(self.window["start"]))
-        hinted = [h.shop_id for h in self.store.hints(name) if h.shop_id not in seen]
+        hinted = [h.shop_id for h in self._writable.hints(name) if h.shop_id not in seen]
         budget = self._max_lookups
         if len(hinted) > budget:       # hints take at most this share of a run's requests
             self.counts["hints_deferred"] = len(hinted) - budget
             hinted = hinted[:budget]
         # a credit note in quarantine is tried again from its credit (credit.from), not looked up
-        quarantined = [q.shop_id for q in self.store.open_quarantine(name) if not is_credit_id(q.shop_id)]
-        held = [ref.shop_id for ref, _ in self.store.held(name)]
+        quarantined = [q.shop_id for q in self._writable.open_quarantine(name) if not is_credit_id(q.shop_id)]
+        held = [ref.shop_id for ref, _ in self._writable.held(name)]
         for shop_id in dict.fromkeys(hinted + held + quarantined):
             if shop_id in seen:
                 continue
@@ -141,8 +141,8 @@ class Intake:
         """The earliest creation date this connector considers on its own: the first run's
         window start, recorded then. A hint for an older order is refused unless this run is a
         back-fill that covers it (the operator said --since)."""
-        return self.store.start_date(self.m.name) or \
-            self.store.record_start_date(self.m.name, window_start, clock_now())
+        return self._writable.start_date(self.m.name) or \
+            self._writable.record_start_date(self.m.name, window_start, clock_now())
 
     def _after_start(self, record: Any, start: date) -> bool:
         created = self.created(record)
@@ -150,7 +150,7 @@ class Intake:
         if day is None or day >= start or (self.since is not None and day >= self.since):
             return True
         self.counts["hints_refused"] += 1
-        self.store.refuse_hint(self.m.name, self.record_id(record),
+        self._writable.refuse_hint(self.m.name, self.record_id(record),
                                f"created {day}, before this connector's start {start}: a webhook "
                                f"does not deliver such an order (book it by hand, or back-fill with "
                                f"--since)", clock_now())
@@ -168,14 +168,20 @@ class Intake:
             reason = f"the shop refused to show this order: {exc}"
             if is_hint:
                 self.counts["hints_refused"] += 1
-                self.store.refuse_hint(self.m.name, shop_id, reason, clock_now())
+                self._writable.refuse_hint(self.m.name, shop_id, reason, clock_now())
             elif self.on_refused is not None:
                 self.on_refused(shop_id, reason)
             return None
         if record is None:     # gone from the shop: nothing to wait for
-            self.store.clear_hints(self.m.name, [shop_id])
-            self.store.unhold(self.m.name, [shop_id])
+            self._writable.clear_hints(self.m.name, [shop_id])
+            self._writable.unhold(self.m.name, [shop_id])
         return record
+
+    @property
+    def _writable(self) -> StateStore:
+        """The store, where only a run with one gets (``refetch``)."""
+        assert self.store is not None, "refetch needs a store"
+        return self.store
 
     # -- a record's id and creation time ---------------------------------------------------
     def record_id(self, record: Any) -> str:

@@ -181,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_post(self) -> None:
         self._refuse(405, "only POST is accepted", close=True)
 
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_post  # type: ignore
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_post
 
     def do_POST(self) -> None:  # noqa: N802
         try:
@@ -328,7 +328,7 @@ class WebhookListener:
     def start(self) -> "WebhookListener":
         if self._server is not None:
             return self
-        server_cls = _Server
+        server_cls: type[_Server] = _Server
         if ":" in self.host:  # an IPv6 literal such as ::1
             server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         srv = server_cls((self.host, self.port), _Handler)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Sequence
+from typing import Sequence, cast
 
 from engine.config.mapping import Column
 from engine.convert.money import ZERO, dutch
@@ -14,11 +14,11 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[object]], total_lab
     if not columns:
         return ""
     is_amount = [c.amount is not None for c in columns]
-    cells = [[dutch(v) if is_amount[i] else str(v) for i, v in enumerate(row)] for row in rows]
+    cells = [[dutch(cast(Decimal, v)) if is_amount[i] else str(v) for i, v in enumerate(row)] for row in rows]
     totals = []
     for i, col in enumerate(columns):
         if is_amount[i]:
-            totals.append(dutch(sum((Decimal(r[i]) for r in rows), ZERO)))
+            totals.append(dutch(sum((Decimal(cast(Decimal, r[i])) for r in rows), ZERO)))
         else:
             totals.append(total_label if i == 0 else "")
     header = [c.title for c in columns]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ class AppInstall:
 
 class AppStoreMixin:
     """Mixed into CCVShopSimulator: needs ``keys``, ``url``, ``_lock``, ``_rng``, ``_webhooks``."""
+
+    # provided by the host class (annotations only: nothing here shadows the host's at run time)
+    keys: dict[str, str]        # api_public -> api_secret
+    url: str                    # LoopbackServer.url (a read-only property there)
+    _lock: threading.RLock
+    _rng: random.Random
+    _webhooks: dict[int, dict]  # webhook id -> webhook object
 
     def _init_appstore(self) -> None:
         self._installs: dict[str, AppInstall] = {}     # api_public -> install

@@ -409,6 +409,21 @@ class _Customer:
     __slots__ = ("kind", "cc", "first", "last", "company", "email", "user_id", "btw", "kvk",
                  "billing", "iban", "ex_vat", "orders")
 
+    # set one by one in _make_customer (annotations only: no class values, so __slots__ holds)
+    kind: str  # "nl_b2c", "eu_b2c", "nl_b2b", "icp_b2b" or "export"
+    cc: str
+    first: str
+    last: str
+    company: str
+    email: str
+    user_id: int | None  # None: guest
+    btw: str
+    kvk: str
+    billing: dict[str, Any]
+    iban: str
+    ex_vat: bool
+    orders: int
+
 
 def _make_customer(rng: random.Random, idx: int, user_ids: Iterator[int]) -> _Customer:
     c = _Customer()
@@ -653,8 +668,8 @@ def generate_orders(n: int, seed: int = 1, start_id: int = 400000000,
                   "minimumprice": 0, "givesfreeshipping": False}
         total_discounts = Decimal(0)
         if rng.random() < 0.14 and budget > 2:
-            code, ctype, amount = rng.choice(_COUPONS)
-            amount = Decimal(amount)
+            code, ctype, amount_s = rng.choice(_COUPONS)
+            amount = Decimal(amount_s)
             disc = q2(goods * amount / 100) if ctype == "percentage" else amount
             if disc > budget:
                 ctype, amount = "price", Decimal(int(budget))

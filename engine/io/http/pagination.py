@@ -302,7 +302,7 @@ def build_paginator(config: Mapping[str, Any] | None, *, origin: str | None = No
     if not config:
         return SinglePagePaginator({}, origin=origin)
     kind = config.get("kind")
-    cls = _REGISTRY.get(kind)
+    cls = _REGISTRY.get(str(kind))
     if cls is None:
         raise PaginationError(
             f"unknown paginate kind {kind!r}; known kinds: {', '.join(registered_paginator_kinds())}")
