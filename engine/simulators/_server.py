@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 __all__ = ["SimHandler", "LoopbackServer", "BaseFault", "FaultRegistry", "Simulator",
            "read_body", "drop_connection"]
@@ -141,6 +141,9 @@ class BaseFault:
                 f"path_contains={self.path_contains!r}{self._repr_extra()}, hits={self.hits})")
 
 
+_F = TypeVar("_F", bound="BaseFault")
+
+
 class FaultRegistry:
     """The injected rules of one simulator, picked in injection order under its lock."""
 
@@ -148,7 +151,7 @@ class FaultRegistry:
         self._lock, self._rng = lock, rng
         self._rules: list[BaseFault] = []
 
-    def add(self, fault: BaseFault) -> BaseFault:
+    def add(self, fault: _F) -> _F:
         with self._lock:
             self._rules.append(fault)
         return fault

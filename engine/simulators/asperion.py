@@ -340,8 +340,9 @@ class AsperionSimulator(Simulator):
                 self._next_debtor_id += 1
             else:
                 self._next_debtor_id = max(self._next_debtor_id, int(did) + 1)
-            d = {"id": int(did), **d}
-            t.debtors[d["id"]] = d
+            did = int(did)
+            d = {"id": did, **d}
+            t.debtors[did] = d
             return dict(d)
 
     def debtors(self, tenant: str | None = None) -> list[dict]:
@@ -823,6 +824,8 @@ class AsperionSimulator(Simulator):
                           "ledgerAccountId": ledger})
         if errors:
             raise Problem(400, errors=errors)
+        # no errors: a bad or missing date and an unknown or missing debtor each added one
+        assert date is not None and debtor is not None
         total = sum((ln["amount"] for ln in lines), Decimal("0.00"))
         vat = sum((ln["vatAmount"] for ln in lines), Decimal("0.00"))
         obj: dict[str, Any] = {

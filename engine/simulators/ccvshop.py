@@ -115,9 +115,9 @@ def _parse_filter_date(v: str, end_of_day: bool) -> float:
         d = _dt.datetime.strptime(s, "%Y-%m-%d").replace(tzinfo=_dt.timezone.utc)
         ts = d.timestamp()
         return ts + 86399 if end_of_day else ts
-    ts = parse_x_date(s)
-    if ts is not None:
-        return ts
+    parsed = parse_x_date(s)
+    if parsed is not None:
+        return parsed
     s2 = s.replace(" ", "T")
     try:
         d = _dt.datetime.fromisoformat(s2.replace("Z", "+00:00"))
@@ -683,7 +683,7 @@ class CCVShopSimulator(AppStoreMixin, Simulator):
         try:
             dmin = _parse_filter_date(q["min_create_date"], False) if "min_create_date" in q else None
             dmax = _parse_filter_date(q["max_create_date"], True) if "max_create_date" in q else None
-            status = q.get("status")
+            status: str | int | None = q.get("status")
             if seg == "returns" and status is not None:
                 status = int(status)
         except ValueError as e:
@@ -714,7 +714,7 @@ class CCVShopSimulator(AppStoreMixin, Simulator):
 
     @staticmethod
     def _billing_view(seg: str, item: dict, base: str) -> dict:
-        view = {"href": f"{base}/api/rest/v1/{seg}/{item['id']}"}
+        view: dict[str, Any] = {"href": f"{base}/api/rest/v1/{seg}/{item['id']}"}
         view.update(item)
         view["order"] = {"href": f"{base}/api/rest/v1/orders/{item['order_id']}"}
         return view
