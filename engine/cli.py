@@ -237,7 +237,7 @@ def run(
                     typer.echo(f"{m.name} is disabled{why} (since {switch.changed_at:%Y-%m-%d %H:%M} UTC); "
                                f"nothing done. `mapper enable {mapping}` resumes it; its state is kept.")
                     raise typer.Exit(EXIT_OK)
-                box = resolve_outbox(m, outbox, os.environ)
+                box: Path | str = resolve_outbox(m, outbox, os.environ)
                 plan = resolve_plan(m, os.environ)
                 progress = _progress() if sys.stderr.isatty() else None
                 with _destination(m) as dest:
@@ -865,7 +865,7 @@ def explain(mapping: Path = MappingArg,
         from engine.convert.stages import compile_stages
         typer.echo("\n# the stage functions (engine/convert/stages.py), as generated for this mapping")
         typer.echo(compile_stages(m).source)
-        if m.record_element is not None:
+        if m.record_element is not None and m.document is not None:
             write = writer(m.record_element, m.replacements, record_level(m.document))
             typer.echo("# the writer of output.record (engine/output/render.py)")
             typer.echo(generated_source(write) or "(not generated)")

@@ -33,6 +33,7 @@ def credits_of_record(runner: "Runner", record: dict, order_id: str) -> list[tup
     cannot be evaluated is reported, not the run's end."""
     ctx = {"record": record, "tables": runner.m.tables, "now": runner.converter.now}
     try:
+        assert runner.m.credit is not None  # asked only of a mapping with a credit section
         return [(c, record) for c in from_record(runner.m.credit, ctx, order_id)]
     except OrderError as exc:
         runner.result.messages.append(f"order {order_id}: {exc.reason}")
@@ -51,6 +52,7 @@ class CreditRun:
         r = self.r
         found = list(r.record_credits)
         base = {"tables": r.m.tables, "now": r.converter.now}
+        assert r.m.credit is not None  # a credit run runs only for a mapping with a credit section
         if hasattr(r.source, "list_items"):
             for c in from_lists(r.m.credit, r.source, self.window, base):
                 if isinstance(c, str):
@@ -99,6 +101,7 @@ class CreditRun:
         elif isinstance(outcome, Quarantined):
             r._quarantine(outcome)
         elif isinstance(outcome, Converted):
+            assert outcome.context is not None  # a credit note's outcome carries its context
             amount = outcome.context["credit"]["amount"]
             entry = CreditEntry(credit.id, credit.order_id, amount, "booked", credit.reference, clock_now())
             r.store.record_credit(self.name, entry)   # before the sink: the next credit sees it

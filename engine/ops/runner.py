@@ -112,6 +112,7 @@ class Runner:
             from engine.io.sinks.api import ApiSink
             return ApiSink(self._destination, self.store, self.m.name, clock_now, self.result.run_id)
         from engine.io.sinks.directory import DirectorySink
+        assert self._outbox is not None  # a file mapping is run with an outbox
         return DirectorySink(self.m, self.store, self._outbox, self.validator, self._stamp, clock_now,
                              self.result.run_id)
 

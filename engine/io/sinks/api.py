@@ -106,10 +106,11 @@ class ApiDestination:
             yield from items
             if not self.next_key:
                 return
-            request = pager.next(page, request, items)
-            if request is None:
+            following = pager.next(page, request, items)
+            if following is None or following.url is None:   # next_link pages are absolute URLs
                 return
-            page = self._call("GET", request.url)
+            request = following
+            page = self._call("GET", following.url)
 
     def _call(self, method: str, path: str, params=None, body=None) -> Any:
         self.calls[method] = self.calls.get(method, 0) + 1

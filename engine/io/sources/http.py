@@ -29,7 +29,7 @@ from urllib.parse import quote
 from engine.errors import SourceError
 from engine.io.http.client import HttpClient, NotFound
 from engine.io.sources import BrokenRecord
-from engine.io.http.pagination import PaginationError, build_paginator, dig
+from engine.io.http.pagination import PageRequest, PaginationError, build_paginator, dig
 
 __all__ = ["HttpSource", "ShapeError"]
 
@@ -77,7 +77,7 @@ class HttpSource:
     def __repr__(self) -> str:
         return f"<HttpSource {self.records_config.get('path')!r} via {self.client!r}>"
 
-    def records(self, window: Mapping[str, Any] | None = None) -> Iterator[dict]:
+    def records(self, window: Mapping[str, Any] | None = None) -> Iterator[dict | BrokenRecord]:
         """Yield every record of the declared list for ``window``, with expansions attached,
         each ``id`` at most once per source instance."""
         ctx = {"window": _window_context(window)}
@@ -157,11 +157,12 @@ class HttpSource:
     def _walk(self, path: str, params: list, items_at: str | None, paginate, *,
               what: str) -> Iterator[Any]:
         paginator = build_paginator(paginate, origin=self.client.base_url)
-        req = paginator.first(path, params)
+        req: PageRequest | None = paginator.first(path, params)
         while req is not None:
             if req.url is not None:
                 page = self.client.get(req.url)
             else:
+                assert req.path is not None  # a PageRequest has a url or a path
                 page = self.client.get(req.path, req.params)
             self._counts["pages"] += 1
             items = dig(page, items_at) if items_at else page
