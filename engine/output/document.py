@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from lxml import etree
 
@@ -54,8 +54,10 @@ class DocumentBuilder:
     def __init__(self, mapping: LoadedMapping, validator: Validator):
         self.mapping = mapping
         self.validator = validator
-        self.record_level = record_level(mapping.document)
-        self._spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)
+        assert mapping.document is not None  # a document is built for a mapping with output.document
+        self._document = mapping.document
+        self.record_level = record_level(self._document)
+        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=4 * 1024 * 1024)
         self._lead = b"\n" + INDENT.encode() * self.record_level
         self._pending: list[bytes] = []  # records not yet in the spool: written ~256 KB at a time
         self._pending_size = 0
@@ -80,7 +82,7 @@ class DocumentBuilder:
         ctx = {"batch": batch, "tables": self.mapping.tables}
         out.write(DECLARATION)
         with etree.xmlfile(out, encoding="UTF-8") as xf:
-            self._write(xf, out, self.mapping.document, ctx, 0)
+            self._write(xf, out, self._document, ctx, 0)
         out.write(b"\n")
         self._spool.close()
 

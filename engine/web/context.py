@@ -34,7 +34,7 @@ class WebSettings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "WebSettings":
-        env = os.environ if environ is None else environ
+        env: dict[str, str] = dict(os.environ) if environ is None else environ
         password = env.get("MAPPER_ADMIN_PASSWORD") or None
         if password is not None and len(password) < MIN_ADMIN_PASSWORD:
             raise ConfigError(f"MAPPER_ADMIN_PASSWORD is too short (at least {MIN_ADMIN_PASSWORD} characters)",
@@ -81,7 +81,7 @@ class WebContext:
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self._compiled: CompiledMapping | None = None
         self._lock = threading.Lock()
-        self._queue = None
+        self._queue: Any = None   # the procrastinate App, opened on the first enqueue
         self._enqueue = enqueue
 
     def store(self):
