@@ -88,14 +88,16 @@ def dry_run(
     import os
     from engine.convert.debtors import build_matcher
     from engine.convert.pipeline import Converter
+    from engine.clock import now
     from engine.io.files import atomic_write
+    from engine.ops.intake import poll_window
     from engine.ops.preview_run import dry_run as run_preview
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
     note = None
     with _mapping_and_source(mapping, fixtures, sandbox) as (m, source, default_since):
-        window = _window(m, since_d or default_since, until_d, fixtures is not None)
+        window = poll_window(m, since_d or default_since, until_d, None if fixtures is not None else now().date())
         with _open_store(state, readonly=True) as store, _destination(m) as dest:  # read, never written
             bodies = None
             if dest is not None:
@@ -141,15 +143,6 @@ def _destination(m):
             dest.close()
 
     return cm()
-
-
-def _window(m, since: Optional[date], until: Optional[date], offline: bool) -> dict:
-    """The poll window for the shop's API: --since/--until, else the mapping's look-back."""
-    from datetime import timedelta
-    from engine.clock import now
-    if since is None and not offline:
-        since = now().date() - timedelta(days=m.look_back_days)
-    return {"start": since.isoformat() if since else "", "end": until.isoformat() if until else ""}
 
 
 def _mapping_and_source(mapping: Path, fixtures: Optional[Path], sandbox: bool):

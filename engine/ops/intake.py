@@ -13,7 +13,7 @@ what a run would convert.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Callable, Iterator
 
 from engine.batching import chunks
@@ -28,6 +28,15 @@ from engine.ops.state import StateStore
 #: or dropped before)
 COUNTS = ("fetched", "already_delivered", "dropped_skipped", "outside_window", "duplicates",
           "hints_refused", "hints_deferred")
+
+
+def poll_window(mapping: Any, since: date | None, until: date | None, today: date | None) -> dict[str, str]:
+    """The window the source's templates see (``start``, ``end``: ISO dates, "" for open):
+    --since/--until, else the mapping's look-back from ``today`` (None: no look-back, as for
+    a folder of fixtures)."""
+    if since is None and today is not None:
+        since = today - timedelta(days=mapping.look_back_days)
+    return {"start": since.isoformat() if since else "", "end": until.isoformat() if until else ""}
 
 
 class Intake:

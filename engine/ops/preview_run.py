@@ -20,7 +20,7 @@ from engine.convert.pipeline import Converted, Converter, Excluded, Quarantined
 from engine.errors import OrderError
 from engine.io.sinks.preview import PreviewSink
 from engine.io.sources import Source
-from engine.ops.intake import Intake
+from engine.ops.intake import Intake, poll_window
 from engine.ops.state import StateStore
 from engine.output.xsd import Validator
 
@@ -56,7 +56,7 @@ def dry_run(mapping: LoadedMapping, source: Source, out: BinaryIO | None, *, sto
     XML output, renders what would be posted (JSON lines)."""
     validator = Validator(mapping.xsd_path)
     converter = converter or Converter(mapping, validator=validator)
-    window = window or {"start": since.isoformat() if since else "", "end": until.isoformat() if until else ""}
+    window = window or poll_window(mapping, since, until, today=None)
     intake = Intake(mapping, source, store, window=window, start=since, until=until, chunk=PREVIEW_CHUNK)
     sink = PreviewSink(mapping, validator, out, bodies)
     s = Summary(totals=[ZERO if c.amount is not None else None for c in mapping.columns])

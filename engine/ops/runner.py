@@ -16,7 +16,7 @@ Two runs of one mapping never overlap (the store's run lock).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 from zoneinfo import ZoneInfo
@@ -29,7 +29,7 @@ from engine.errors import MappingError, OrderError
 from engine.config.mapping import LoadedMapping
 from engine.io.outbox import Outbox
 from engine.convert.pipeline import Converter, Excluded, Quarantined
-from engine.ops.intake import Intake
+from engine.ops.intake import Intake, poll_window
 from engine.ops.state import OrderRef, StateStore
 from engine.ops.state.base import clean_reason
 
@@ -98,7 +98,7 @@ class Runner:
         self._stamp = clock_now()
         self._delivered_this_year = 0
         self._outbox, self._destination = outbox, destination
-        window = self._window()
+        window = poll_window(mapping, since, until, self._stamp.date())
         self.intake = Intake(mapping, source, store, window=window, start=date.fromisoformat(window["start"]), until=until,
                              since=since, refetch=True, chunk=chunk, counts=self.result.counts,
                              on_delivered=self._delivered_seen_again,
@@ -213,11 +213,6 @@ class Runner:
             if run.finished_at is None and run.id != self.result.run_id:
                 self.store.finish_run(run.id, "interrupted", run.counts, finished_at=clock_now())
 
-    def _window(self) -> dict[str, str]:
-        """The poll window: the look-back (or --since/--until), as the source's templates see it."""
-        return {"start": self.since.isoformat() if self.since else
-                (self._stamp.date() - timedelta(days=self.m.look_back_days)).isoformat(),
-                "end": self.until.isoformat() if self.until else ""}
 
     def _outcomes(self) -> Iterator[Any]:
         """Converted records not yet delivered; quarantine recorded as it happens."""
