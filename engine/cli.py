@@ -87,11 +87,11 @@ def dry_run(
     """Preview: run every stage except delivery. Writes nothing but --out."""
     import os
     from engine.convert.debtors import build_matcher
-    from engine.convert.pipeline import Converter
     from engine.clock import now
     from engine.io.files import atomic_write
     from engine.ops.intake import poll_window
     from engine.ops.preview_run import dry_run as run_preview
+    from engine.ops.runner import resolve_plan
 
     since_d, until_d = _day(since, "--since"), _day(until, "--until")
     report = sys.stderr if out == "-" else sys.stdout
@@ -106,9 +106,8 @@ def dry_run(
                 matcher = ApiDebtorMatcher(dest, readonly=True)
             else:
                 matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
-            converter = Converter(m, matcher=matcher)
-            kw = {"store": store, "window": window, "since": since_d, "until": until_d, "converter": converter,
-                  "bodies": bodies}
+            kw = {"store": store, "window": window, "since": since_d, "until": until_d, "matcher": matcher,
+                  "bodies": bodies, "plan": resolve_plan(m, os.environ)}
             if out == "-":
                 summary = run_preview(m, source, sys.stdout.buffer, **kw)
                 sys.stdout.buffer.flush()
@@ -121,6 +120,8 @@ def dry_run(
         print(f"{summary.already_delivered} orders already delivered by earlier runs are left out", file=report)
     if summary.dropped:
         print(f"{summary.dropped} dropped orders are left out (never delivered)", file=report)
+    for message in summary.messages:
+        print(message, file=report)
     if note:
         print(f"note: {note}", file=report)
     _report(m, summary, out, report)
@@ -922,10 +923,10 @@ def _report(m, summary, out, stream) -> None:
         print(text, file=stream)
 
     if summary.rows:
-        rows = summary.rows
-        say(table(m.columns, rows) if len(rows) == summary.converted else
-            table(m.columns, rows) + f"\n… {summary.converted - len(rows)} more orders not shown")
-        if len(rows) != summary.converted:
+        rows, shown = summary.rows, summary.converted + summary.credited
+        say(table(m.columns, rows) if len(rows) == shown else
+            table(m.columns, rows) + f"\n… {shown - len(rows)} more rows not shown")
+        if len(rows) != shown:
             say("Totaal (all orders): " + "  ".join(dutch(t) for t in summary.totals if t is not None))
     else:
         say("No orders to import.")
@@ -944,6 +945,10 @@ def _report(m, summary, out, stream) -> None:
     say()
     excluded = sum(summary.excluded.values())
     parts = [f"{summary.converted} orders in the preview", f"{len(summary.quarantined)} quarantined"]
+    if summary.credited:
+        parts[0] = f"{summary.converted} orders and {summary.credited} credit note(s) in the preview"
+    if summary.held_by_plan:
+        parts.append(f"{summary.held_by_plan} held by the plan (a run would keep them for later)")
     if excluded:
         why = ", ".join(f"{n} not {c}" if not c.startswith("record.") else f"{n} failing '{c}'" for c, n in summary.excluded.items())
         parts.append(f"{excluded} not counted ({why})")

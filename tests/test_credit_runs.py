@@ -79,8 +79,18 @@ def test_a_cancelled_order_gets_one_credit_note_mirroring_its_invoice(shop):
     assert "3 delivered" in first.output or '"delivered": 3' in first.output or "delivered" in first.output
     sim.set_status(orders["1001"]["id"], 8)
 
+    # the dry-run rehearses the run: it previews the credit note and keeps nothing
+    before = (tmp / "state.sqlite").read_bytes()
+    preview = runner.invoke(cli.app, ["dry-run", str(MAPPING), "--state", str(tmp / "state.sqlite"),
+                                      "--since", SINCE, "--out", str(tmp / "preview.xml")])
+    assert preview.exit_code == 0, preview.output
+    assert "0 orders and 1 credit note(s) in the preview" in preview.output
+    [previewed] = [o for o in etree.parse(str(tmp / "preview.xml")).getroot().findall(".//Order")]
+    assert (tmp / "state.sqlite").read_bytes() == before
+
     second = run(tmp)
     [note] = credit_notes(tmp)
+    assert etree.tostring(previewed) == etree.tostring(note)
     original = invoice_of(tmp, "1001")
     assert note.findtext("OrderNumber") == "1001"
     assert note.findtext("Status") == "Concept"

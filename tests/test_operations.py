@@ -204,6 +204,16 @@ def test_basis_plan_holds_what_is_over_250_and_plus_delivers_it(tmp_path, ctx):
     assert len(delivered_numbers(ctx.outbox)) == 250
     plan = ctx.status(env={"MAPPER_PLAN": "basis"})["plan"]
     assert plan["name"] == "basis" and plan["limit"] == 250 and plan["delivered"] == 250
+    # the dry-run is the run rehearsed: the held orders are looked up again and held again
+    before = ctx.state.read_bytes()
+    rehearsed = ctx.cli("dry-run", ctx.mapping, "--fixtures", shop, "--state", ctx.state, env=basis)
+    assert rehearsed.returncode == 0, rehearsed.stderr
+    assert "0 orders in the preview" in rehearsed.stdout
+    assert "10 held by the plan (a run would keep them for later)" in rehearsed.stdout
+    assert "plan basis: 250 invoices a year reached; 10 paid orders are held" in rehearsed.stdout
+    on_plus = ctx.cli("dry-run", ctx.mapping, "--fixtures", shop, "--state", ctx.state, env=plus_env(ctx))
+    assert "10 orders in the preview" in on_plus.stdout and "held by the plan" not in on_plus.stdout
+    assert ctx.state.read_bytes() == before
 
     still = ctx.run(shop, env=basis)        # still basis: still held, nothing delivered
     assert still.returncode == 0 and "delivered 0 orders" in still.stdout and "held by plan 10" in still.stdout
@@ -216,6 +226,10 @@ def test_basis_plan_holds_what_is_over_250_and_plus_delivers_it(tmp_path, ctx):
     assert_exactly_once(shop, ctx.state, ctx.outbox)
     plan = ctx.status(env={"MAPPER_PLAN": "plus"})["plan"]
     assert plan["name"] == "plus" and plan["limit"] is None and plan["delivered"] == 260
+
+
+def plus_env(ctx) -> dict:
+    return ctx.env | {"MAPPER_PLAN": "plus"}
 
 
 def deliverable_kept(shop: Path) -> list[str]:
@@ -286,6 +300,28 @@ def test_dry_run_writes_no_state_no_outbox_no_report(tmp_path, ctx, shop):
     assert set(after) - set(before) == {tmp_path / "preview.xml"}
     assert not fresh.parent.exists()
     assert list(work.iterdir()) == []
+
+
+def test_dry_run_rehearses_the_run_quarantine_looked_up_again_state_unchanged(tmp_path, ctx, shop):
+    orders = countable_files(shop)
+    sid, path, order = orders[0]
+    good = path.read_bytes()
+    order["total_price"] = order["total_price"] + Decimal("5.00")
+    write_order(shop, path.name, order)
+    assert ctx.run(shop).returncode == 3 and set(ctx.quarantine()) == {sid}
+    path.write_bytes(good)                     # fixed in the shop
+    later = max(o["create_date"][:10] for _, _, o in orders)
+    assert order["create_date"][:10] < later
+    before = ctx.state.read_bytes()
+    # a window that no longer lists the order: the run would look it up by id, so does the preview
+    preview = ctx.cli("dry-run", ctx.mapping, "--fixtures", shop, "--state", ctx.state, "--since", later,
+                      "--out", "-")
+    assert preview.returncode == 0, preview.stderr
+    assert f"<OrderNumber>{order['ordernumber_full']}</OrderNumber>" in preview.stdout
+    assert ctx.state.read_bytes() == before and set(ctx.quarantine()) == {sid}
+    fixed = ctx.run(shop, "--since", later)
+    assert fixed.returncode == 0 and ctx.quarantine() == {}
+    assert order["ordernumber_full"] in delivered_numbers(ctx.outbox)
 
 
 # --------------------------------------------------------------------------- 11. the run report

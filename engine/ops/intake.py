@@ -22,7 +22,7 @@ from engine.convert.credits import is_credit_id
 from engine.convert.pipeline import in_window
 from engine.expr.expressions import EvaluationError
 from engine.io.sources import BrokenRecord, Source
-from engine.ops.state import StateStore
+from engine.ops.state.rehearsal import RunState
 
 #: what the intake counts (a run's report carries them; ``fetched`` includes what was delivered
 #: or dropped before)
@@ -45,7 +45,7 @@ class Intake:
     and open quarantine by id (a run; the store must be writable, hints are refused in it).
     ``counts``: the dict to count in (a run's, so that its progress shows them as they grow)."""
 
-    def __init__(self, mapping: Any, source: Source, store: StateStore | None, *, window: dict[str, str],
+    def __init__(self, mapping: Any, source: Source, store: RunState | None, *, window: dict[str, str],
                  start: date | None, until: date | None, since: date | None = None, refetch: bool = False,
                  chunk: int = 200, counts: dict[str, int] | None = None,
                  on_delivered: Callable[[Any, str], None] | None = None,
@@ -124,7 +124,7 @@ class Intake:
 
     def _refetched(self, seen: set[str]) -> Iterator[Any]:
         name = self.m.name
-        start = self._start_date(date.fromisoformat(self.window["start"]))
+        start = self._start_date(self.start or clock_now().date())
         hinted = [h.shop_id for h in self._writable.hints(name) if h.shop_id not in seen]
         budget = self._max_lookups
         if len(hinted) > budget:       # hints take at most this share of a run's requests
@@ -187,7 +187,7 @@ class Intake:
         return record
 
     @property
-    def _writable(self) -> StateStore:
+    def _writable(self) -> RunState:
         """The store, where only a run with one gets (``refetch``)."""
         assert self.store is not None, "refetch needs a store"
         return self.store

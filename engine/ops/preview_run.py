@@ -1,8 +1,9 @@
-"""dry-run: every stage but delivery; the document goes to a preview file or stdout.
+"""dry-run: the runner (engine.ops.runner) with a rehearsal state and the preview sink.
 
-The records come through the run's intake (engine.ops.intake: window, dedup, and with a
-state, what was delivered or dropped left out); the outcomes go to the preview sink. No state
-is written (the store, if any, is opened read-only) and no outbox is touched.
+The runner's intake, conversion, plan and credit stages run as they would: delivered and
+dropped orders are left out, hinted, held and quarantined ones looked up again. The state
+(opened read-only) is answered from and never written (engine.ops.state.rehearsal); the
+preview sink writes the document to a file or stdout and delivers nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from engine.config.mapping import LoadedMapping
-from engine.convert.money import ZERO
-from engine.convert.pipeline import Converted, Converter, Excluded, Quarantined
-from engine.errors import OrderError
+from engine.convert.pipeline import Quarantined
 from engine.io.sinks.preview import PreviewSink
 from engine.io.sources import Source
-from engine.ops.intake import Intake, poll_window
+from engine.ops.runner import Runner
 from engine.ops.state import StateStore
+from engine.ops.state.rehearsal import RehearsalState
 from engine.output.xsd import Validator
 
 
@@ -39,6 +39,9 @@ class Summary:
     duplicates: list[str] = field(default_factory=list)  # ids listed more than once: taken once
     already_delivered: int = 0   # with a state: left out, as a run would
     dropped: int = 0
+    held_by_plan: int = 0        # over the plan's limit: a run would hold them
+    credited: int = 0            # credit notes in the preview
+    messages: list[str] = field(default_factory=list)   # what the run would say
 
 
 #: records per state lookup of a dry-run with a state: every record of a chunk is held (parsed,
@@ -49,24 +52,42 @@ PREVIEW_CHUNK = 50
 
 def dry_run(mapping: LoadedMapping, source: Source, out: BinaryIO | None, *, store: StateStore | None = None,
             window: dict[str, str] | None = None, since: date | None = None, until: date | None = None,
-            max_rows: int = 500, converter: Converter | None = None, bodies: Any = None) -> Summary:
-    """Convert what a run would, into ``out`` (None: built and checked, not written).
-    ``window``: what the source's templates see (default: --since/--until); ``store``: a
-    read-only state (delivered and dropped orders left out); ``bodies``: for a mapping without
-    XML output, renders what would be posted (JSON lines)."""
+            max_rows: int = 500, matcher: Any = None, bodies: Any = None, plan: str = "plus") -> Summary:
+    """Run the mapping without delivering: the document into ``out`` (None: built and checked,
+    not written). ``store``: the state, opened read-only (None: an empty one); ``window``: what
+    the source's templates see (default: --since/--until, without a look-back); ``bodies``: for
+    a mapping without XML output, renders what would be posted (JSON lines)."""
+    from engine.ops.intake import poll_window
     validator = Validator(mapping.xsd_path)
-    converter = converter or Converter(mapping, validator=validator)
-    window = window or poll_window(mapping, since, until, today=None)
-    intake = Intake(mapping, source, store, window=window, start=since, until=until, chunk=PREVIEW_CHUNK)
-    sink = PreviewSink(mapping, validator, out, bodies)
-    s = Summary(totals=[ZERO if c.amount is not None else None for c in mapping.columns])
-    with _streaming_gc():
-        _convert_all(converter.convert_all(intake.records()), sink, max_rows, s)
-    sink.finish()
-    counts = intake.counts
-    s.seen, s.outside_window, s.duplicates = counts["fetched"], counts["outside_window"], intake.duplicates
-    s.already_delivered, s.dropped = counts["already_delivered"], counts["dropped_skipped"]
-    return s
+    sink = PreviewSink(mapping, validator, out, bodies, max_rows=max_rows)
+    with _state_or_empty(store) as state:
+        runner = Runner(mapping, source, RehearsalState(state), plan=plan, since=since, until=until,
+                        chunk=PREVIEW_CHUNK, matcher=matcher, sink=sink, validator=validator,
+                        window=window or poll_window(mapping, since, until, today=None))
+        with _streaming_gc():
+            result = runner.run()
+    c = result.counts
+    return Summary(seen=c["fetched"], converted=sink.invoices, excluded=result.excluded_by,
+                   quarantined=result.quarantined, flags=result.flags[:max_rows], flag_count=len(result.flags),
+                   rows=sink.rows, totals=sink.totals, outside_window=c["outside_window"],
+                   duplicates=runner.intake.duplicates, already_delivered=c["already_delivered"],
+                   dropped=c["dropped_skipped"], held_by_plan=c["held_by_plan"], credited=sink.credit_notes,
+                   messages=result.messages)
+
+
+@contextmanager
+def _state_or_empty(store: StateStore | None) -> Iterator[StateStore]:
+    """``store``, or an empty state: a read-only store over a file that does not exist is
+    an empty one in memory (engine.ops.state.sqlite), and nothing is created."""
+    if store is not None:
+        yield store
+        return
+    import tempfile
+    from pathlib import Path
+    from engine.ops.state.sqlite import SQLiteStateStore
+    with tempfile.TemporaryDirectory(prefix="mapper-dry-run-") as tmp, \
+            SQLiteStateStore(Path(tmp) / "none.sqlite", readonly=True) as empty:
+        yield empty
 
 
 #: Young-generation threshold while records stream. Each record allocates many short-lived
@@ -99,26 +120,3 @@ def _streaming_gc() -> Iterator[None]:
         gc.set_threshold(*old)
         if frozen_before == 0:
             gc.unfreeze()
-
-
-def _convert_all(outcomes: Iterable[Any], sink: PreviewSink, max_rows: int, s: Summary) -> None:
-    for outcome in outcomes:
-        if isinstance(outcome, Excluded):
-            s.excluded[outcome.condition] = s.excluded.get(outcome.condition, 0) + 1
-        elif isinstance(outcome, Quarantined):
-            s.quarantined.append(outcome)
-        elif isinstance(outcome, Converted):
-            try:
-                sink.accept(outcome)
-            except OrderError as exc:
-                s.quarantined.append(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
-                continue
-            s.converted += 1
-            for i, v in enumerate(outcome.preview):
-                if s.totals[i] is not None:
-                    s.totals[i] += v
-            if len(s.rows) < max_rows:
-                s.rows.append(outcome.preview)
-            s.flag_count += len(outcome.flags)
-            if len(s.flags) < max_rows:
-                s.flags.extend((outcome.number, f) for f in outcome.flags)

@@ -30,8 +30,10 @@ from engine.config.mapping import LoadedMapping
 from engine.io.outbox import Outbox
 from engine.convert.pipeline import Converter, Excluded, Quarantined
 from engine.ops.intake import Intake, poll_window
+from engine.io.sinks import Sink
 from engine.ops.state import OrderRef, StateStore
 from engine.ops.state.base import clean_reason
+from engine.ops.state.rehearsal import RunState
 
 PLAN_LIMITS = {"basis": 250, "plus": None}
 DEFAULT_PLAN = "plus"
@@ -48,6 +50,8 @@ class RunResult:
         "duplicates": 0, "hints_refused": 0, "hints_deferred": 0, "credited": 0, "credits_unbooked": 0})
     files: list[str] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    #: the orders not counted, by the ``where`` condition they fail
+    excluded_by: dict[str, int] = field(default_factory=dict)
     flags: list[tuple[str, str]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
@@ -79,11 +83,14 @@ def plan_limit(plan: str) -> int | None:
 
 
 class Runner:
-    def __init__(self, mapping: LoadedMapping, source: Any, store: StateStore, outbox: Outbox | None = None, *,
+    def __init__(self, mapping: LoadedMapping, source: Any, store: RunState, outbox: Outbox | None = None, *,
                  plan: str = "plus", since: date | None = None, until: date | None = None,
                  progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200,
-                 matcher: Any = None, destination: Any = None):
-        """``outbox`` for a file mapping; ``destination`` (an ApiDestination) for an API one."""
+                 matcher: Any = None, destination: Any = None, sink: Sink | None = None,
+                 window: dict[str, str] | None = None, validator: Validator | None = None):
+        """``outbox`` for a file mapping; ``destination`` (an ApiDestination) for an API one;
+        ``sink`` instead of both (the dry-run's preview, with a :class:`RehearsalState`).
+        ``window``: what the source's templates see (default: the poll window)."""
         self.m = mapping
         self.source = source
         self.store = store
@@ -92,14 +99,15 @@ class Runner:
         self.since, self.until = since, until
         self.progress = progress
         self.chunk = chunk
-        self.validator = Validator(mapping.xsd_path)
+        self.validator = validator or Validator(mapping.xsd_path)
         self.converter = Converter(mapping, matcher=matcher, validator=self.validator)
         self.result = RunResult()
         self._stamp = clock_now()
         self._delivered_this_year = 0
-        self._outbox, self._destination = outbox, destination
-        window = poll_window(mapping, since, until, self._stamp.date())
-        self.intake = Intake(mapping, source, store, window=window, start=date.fromisoformat(window["start"]), until=until,
+        self._outbox, self._destination, self._given_sink = outbox, destination, sink
+        window = window or poll_window(mapping, since, until, self._stamp.date())
+        start = date.fromisoformat(window["start"]) if window["start"] else None
+        self.intake = Intake(mapping, source, store, window=window, start=start, until=until,
                              since=since, refetch=True, chunk=chunk, counts=self.result.counts,
                              on_delivered=self._delivered_seen_again,
                              on_refused=lambda shop_id, reason: self._quarantine(Quarantined(shop_id, shop_id, reason)),
@@ -108,6 +116,10 @@ class Runner:
         self.record_credits: list[Any] = []  # (Credit, record): what delivered orders seen again say
 
     def _sink(self) -> Any:
+        if self._given_sink is not None:
+            return self._given_sink
+        # a delivering sink records its batches in the store: a real one
+        assert isinstance(self.store, StateStore), "a delivering run needs a StateStore"
         if self._destination is not None:
             from engine.io.sinks.api import ApiSink
             return ApiSink(self._destination, self.store, self.m.name, clock_now, self.result.run_id)
@@ -222,6 +234,7 @@ class Runner:
         for outcome in self.converter.convert_all(self.intake.records()):
             if isinstance(outcome, Excluded):
                 r.counts["excluded"] += 1
+                r.excluded_by[outcome.condition] = r.excluded_by.get(outcome.condition, 0) + 1
                 self.store.clear_hints(name, [outcome.shop_id])
                 self.store.unhold(name, [outcome.shop_id])   # cancelled since: nothing to hold
                 if outcome.shop_id in in_quarantine:  # cancelled or unpaid since: nothing to fix

@@ -1,11 +1,15 @@
 """The dry-run's sink: every converted record goes into one document (aXML, or the API's
-bodies as JSON lines), written to ``out`` at the end; nothing is delivered or recorded."""
+bodies as JSON lines), written to ``out`` at the end, and into the preview table; nothing is
+delivered, so ``accept`` and ``finish`` report no order as delivered."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, BinaryIO, Callable
 
 from engine.clock import now
+from engine.convert.credits import is_credit_id
+from engine.convert.money import ZERO
 from engine.output.document import BatchInfo, DocumentBuilder
 from engine.output.xsd import Validator
 
@@ -13,8 +17,10 @@ from engine.output.xsd import Validator
 class PreviewSink:
     pending = 0
 
-    def __init__(self, mapping: Any, validator: Validator, out: BinaryIO | None, bodies: Any = None):
-        """``bodies``: for a mapping without XML output, what renders the API's bodies."""
+    def __init__(self, mapping: Any, validator: Validator, out: BinaryIO | None, bodies: Any = None,
+                 max_rows: int = 500):
+        """``bodies``: for a mapping without XML output, what renders the API's bodies;
+        ``max_rows``: the preview table's rows kept (its totals count every record)."""
         self.m = mapping
         self.out = out
         self.before_delivery: Callable[[], None] = lambda: None
@@ -22,6 +28,12 @@ class PreviewSink:
         self.messages: list[str] = []
         self._xml = bodies is None
         self._builder = DocumentBuilder(mapping, validator) if bodies is None else bodies
+        self.max_rows = max_rows
+        #: the preview table: rows (up to max_rows), the column totals; invoices and credit notes in it
+        self.rows: list[list[Any]] = []
+        self.totals: list[Decimal | None] = [ZERO if c.amount is not None else None for c in mapping.columns]
+        self.invoices = 0
+        self.credit_notes = 0
 
     def prepare(self) -> None:
         pass
@@ -31,6 +43,16 @@ class PreviewSink:
 
     def accept(self, outcome: Any) -> list[str]:
         self._builder.add(outcome.xml if self._xml else outcome)
+        if is_credit_id(outcome.shop_id):
+            self.credit_notes += 1
+        else:
+            self.invoices += 1
+        for i, value in enumerate(outcome.preview):
+            total = self.totals[i]
+            if total is not None:
+                self.totals[i] = total + value
+        if len(self.rows) < self.max_rows:
+            self.rows.append(outcome.preview)
         return []
 
     def finish(self) -> list[str]:
