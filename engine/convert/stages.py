@@ -107,10 +107,19 @@ class _StageWriter:
     def one_value(self, expr: Expression | None, what: str, amount: bool = False) -> str | None:
         if expr is None:
             return None
-        return self.function("c", lambda: self.value("v", expr, what, 1, amount) or "v")
+
+        def write() -> str:
+            self.value("v", expr, what, 1, amount)
+            return "v"
+
+        return self.function("c", write)
 
     def one_text(self, tmpl: Template | None, what: str) -> str:
-        return self.function("c", lambda: self.text("v", tmpl, what, 1) or "v")
+        def write() -> str:
+            self.text("v", tmpl, what, 1)
+            return "v"
+
+        return self.function("c", write)
 
     def stages(self, m: LoadedMapping) -> StageCode:
         names = {
@@ -120,7 +129,7 @@ class _StageWriter:
         }
         inv = m.invoice
         rows = inv["lines"]
-        invoice = {
+        invoice: dict[str, Any] = {  # InvoiceCode's fields: a name, None, or (for charges, discounts) pairs of them
             "head": self.function("c", lambda: self.values(
                 ("value", inv["prices_include_vat"], "invoice.prices_include_vat"),
                 ("text", inv["date"], "invoice.date"),

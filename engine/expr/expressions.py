@@ -154,7 +154,7 @@ class InlineCode:
         is_template = isinstance(compiled, Template)
         code = None
         if inline:
-            code = self.text(compiled, ctx) if is_template else self.value(compiled, ctx)
+            code = self.text(compiled, ctx) if isinstance(compiled, Template) else self.value(compiled, ctx)
         if code is None:
             return [f"{var} = _value({self.const(own)}, {ctx}, {where!r})"]
         # where the inlined code gave up, so would the same code in the template's function: its
@@ -302,7 +302,8 @@ def _jinja_call(template: Any, source: str) -> Callable[[Mapping[str, Any]], Any
             raise _failure(exc, source) from None
         value = ctx.vars["result"]
         if isinstance(value, Undefined):
-            raise _undefined(value._undefined_message, source)  # noqa: SLF001 - Jinja's own wording
+            # the error Jinja raises for it (Undefined._fail_with_undefined_error), in words
+            raise _undefined(UndefinedError(value._undefined_message), source)  # noqa: SLF001 - Jinja's own wording
         return value
 
     return call
@@ -316,6 +317,7 @@ class Template:
     def __init__(self, source: str):
         self.source = source
         self.constant: str | None = None
+        self._fn: Callable[..., str]  # fn(context); a constant's lambda holds its text as a default argument
         if "{{" not in source and "{%" not in source and "{#" not in source:
             self.constant = source
             self._fn = lambda context, _s=source: _s

@@ -190,7 +190,7 @@ def regex_match(value: object, pattern: str) -> bool:
     return _pattern(str(pattern)).fullmatch("" if value is None else str(value)) is not None
 
 
-FILTERS = {
+FILTERS: dict[str, Callable[..., Any]] = {
     "clean": clean,
     "normalise_email": normalise_email,
     "normalize_email": normalise_email,
@@ -238,34 +238,34 @@ def check_printf(fmt: str, args: object = None) -> None:
                 check_size(int(number), "a % format width or precision")
 
 
-def do_format(value: object, *args: object, **kwargs: object) -> str:
+def do_format(value: Any, *args: Any, **kwargs: Any) -> str:
     """Jinja's ``format`` filter (``'%s, %s' | format(a, b)``), with bounded widths."""
     check_printf(str(value))
     return _jinja_format(value, *args, **kwargs)
 
 
-def center(value: object, width: int = 80) -> str:
+def center(value: Any, width: int = 80) -> str:
     """Jinja's ``center`` filter, bounded."""
     if isinstance(width, int):
         check_size(width, "centred text")
     return _jinja_center(value, width)
 
 
-def indent(value: object, width: object = 4, first: bool = False, blank: bool = False) -> str:
+def indent(value: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     """Jinja's ``indent`` filter, bounded."""
     if isinstance(width, int):
         check_size(width, "an indent")
     return _jinja_indent(value, width, first, blank)
 
 
-def batch(value: object, linecount: int, fill_with: object = None):
+def batch(value: Any, linecount: int, fill_with: object = None):
     """Jinja's ``batch`` filter, bounded (it pads the last batch to ``linecount`` items)."""
     if isinstance(linecount, int):
         check_size(linecount, "a batch")
     return _jinja_batch(value, linecount, fill_with)
 
 
-def slice_(value: object, slices: int, fill_with: object = None):
+def slice_(value: Any, slices: int, fill_with: object = None):
     """Jinja's ``slice`` filter, bounded."""
     if isinstance(slices, int):
         check_size(slices, "a number of slices")

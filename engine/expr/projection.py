@@ -85,9 +85,9 @@ def _typed(shape: dict, name: str) -> Any:
         return Any
     if set(shape) == {_EACH}:
         item = _typed(shape[_EACH], f"{name}_item")
-        return Optional[list[item]]
+        return Optional[list[item]]  # type: ignore[valid-type]  # built at run time for msgspec: no static type
     fields = {key: _typed(sub, f"{name}_{i}") for i, (key, sub) in enumerate(sorted(shape.items()))}
-    return Optional[TypedDict(name, fields, total=False)]
+    return Optional[TypedDict(name, fields, total=False)]  # type: ignore[operator]  # built at run time, as above
 
 
 class _Analysis:
@@ -183,31 +183,31 @@ class _Analysis:
 
     def visit(self, node: nodes.Node) -> None:
         """Every record path read under ``node``: the longest chain of keys each time."""
-        t = type(node)
-        if t in (nodes.Getattr, nodes.Getitem) or (t is nodes.Name and node.ctx == "load"):
+        # type(node) is X each time, not a saved type: mypy narrows node only by the former
+        if type(node) in (nodes.Getattr, nodes.Getitem) or (type(node) is nodes.Name and node.ctx == "load"):
             paths = self.path_of(node)
             if paths is not None:
                 self.paths.extend(paths)
-                if t is nodes.Getitem:  # keep visiting the subscript's own names, if any
+                if type(node) is nodes.Getitem:  # keep visiting the subscript's own names, if any
                     self.visit(node.arg)
                 return
-            if t is nodes.Name:
+            if type(node) is nodes.Name:
                 return
-            if t is nodes.Getitem and self.rooted(node.node):  # record[name]: any key at all
+            if type(node) is nodes.Getitem and self.rooted(node.node):  # record[name]: any key at all
                 raise _CannotFollow
-        if t is nodes.Name and node.ctx != "load" and node.name in self.aliases:
+        if type(node) is nodes.Name and node.ctx != "load" and node.name in self.aliases:
             raise _CannotFollow  # {% set record = ... %} and the like
-        if t is nodes.Call and type(node.node) is nodes.Getattr:
+        if type(node) is nodes.Call and type(node.node) is nodes.Getattr:
             bases = self.path_of(node.node.node)
             if bases is not None:  # a method of a record value (record.customer.get('x')): any key it holds
                 self.paths.extend(bases)
                 for child in node.iter_child_nodes(exclude=("node",)):
                     self.visit(child)
                 return
-        if t is nodes.Filter and node.name in ("sum", "map") and node.node is not None:
+        if type(node) is nodes.Filter and node.name in ("sum", "map") and node.node is not None:
             key = _attribute(node)
             paths = self.path_of(node.node) if key is not None else None
-            if paths is not None:
+            if key is not None and paths is not None:
                 self.paths.extend(p + (_EACH, key) for p in paths)
                 for child in list(node.args) + [k.value for k in node.kwargs]:
                     self.visit(child)
@@ -216,7 +216,7 @@ class _Analysis:
             self.visit(child)
 
     def rooted(self, node: nodes.Node) -> bool:
-        while type(node) in (nodes.Getattr, nodes.Getitem):
+        while type(node) is nodes.Getattr or type(node) is nodes.Getitem:
             node = node.node
         return type(node) is nodes.Name and bool(self.aliases.get(node.name))
 

@@ -229,7 +229,7 @@ class _WriterCode:
             else:
                 self.emit(depth, f"{target}.append({opening} + {text} + {close!r})")
             return
-        if top:
+        if parts is None:  # top: the element's own list
             parts = self.name("parts")
             self.emit(depth, f"{parts} = []")
         mark = self.name("mark")
@@ -263,13 +263,15 @@ class _WriterCode:
     def plain(self, child: Element, where: str, child_lead: str, ctx: str, parts: str, depth: int) -> None:
         """A text-only child: ``<Name>text</Name>`` on its own line."""
         opening, close = f"{child_lead}<{child.name}>", f"</{child.name}>"
-        if child.text.constant is not None:
-            text = self.clean(child.text.constant)
+        template = child.text
+        assert template is not None  # _plain(child): it has a text
+        if template.constant is not None:
+            text = self.clean(template.constant)
             if not (child.optional and not text):
                 self.emit(depth, f"{parts}.append({self.const(opening + text + close)})")
             return
         var = self.name("v")
-        self.text(child.text, ctx, where, var, depth)
+        self.text(template, ctx, where, var, depth)
         if child.optional:
             self.emit(depth, f"if {var}:")
             depth += 1

@@ -71,6 +71,7 @@ class XsdChecker:
         except OSError:
             self._proc = None
             return
+        assert self._proc.stdin is not None  # stdin=PIPE
         try:
             import fcntl
             fcntl.fcntl(self._proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -89,9 +90,11 @@ class XsdChecker:
         frame = [_COUNT.pack(len(texts))]
         for text in texts:
             frame += (_COUNT.pack(len(text)), text)
+        stdin = self._proc.stdin
+        assert stdin is not None  # stdin=PIPE (see __init__)
         try:
-            self._proc.stdin.write(b"".join(frame))
-            self._proc.stdin.flush()
+            stdin.write(b"".join(frame))
+            stdin.flush()
         except OSError:
             self._end(kill=True)  # gone or confused: from now on every check is done here
 
@@ -112,6 +115,7 @@ class XsdChecker:
         self._stderr.close()
 
     def _answer(self, count: int) -> list:
+        assert self._proc is not None and self._proc.stdout is not None  # result(): the helper runs; a PIPE
         line = self._proc.stdout.readline()
         try:
             answers = json.loads(line)
@@ -130,6 +134,7 @@ class XsdChecker:
 
     def _end(self, kill: bool) -> None:
         proc, self._proc = self._proc, None
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None  # called while it runs; PIPEs
         try:
             proc.stdin.close()
         except OSError:
@@ -174,7 +179,7 @@ def serve(xsd_path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
     batches: queue.Queue = queue.Queue()
     threading.Thread(target=_batches, args=(stdin, batches), daemon=True).start()
     while (texts := batches.get()) is not None:
-        answers = []
+        answers: list[list[str | None] | None] = []  # per text: None, or [reason, field]
         for text in texts:
             try:
                 validator.check_text(text)
