@@ -68,9 +68,6 @@ def validate(mapping: Path = MappingArg) -> None:
     from engine.output.xsd import Validator
     m = load_mapping(mapping)
     Validator(m.xsd_path)
-    if m.has_api:
-        from engine.io.sinks.api import ApiDestination
-        ApiDestination(m)  # compiles every template and expression of the destination
     typer.echo(f"{mapping}: ok (mapping '{m.name}')")
 
 
@@ -162,9 +159,9 @@ def _mapping_and_source(mapping: Path, fixtures: Optional[Path], sandbox: bool):
             yield m, open_source(m, fixtures), None
             return
         first = load_mapping(mapping)
-        with sandbox_environment(first.raw, str(mapping)) as env:
+        with sandbox_environment(first.sandbox, str(mapping)) as env:
             m = load_mapping(mapping, environ=env)
-            spec_since = (m.raw.get("sandbox") or {}).get("since")
+            spec_since = m.sandbox.since if m.sandbox else None
             source = open_source(m)
             try:
                 yield m, source, date.fromisoformat(spec_since) if spec_since else None
@@ -238,7 +235,7 @@ def run(
                     if dest is not None:
                         from engine.io.sinks.api import ApiDebtorMatcher
                         matcher, target = ApiDebtorMatcher(dest, readonly=False), None
-                        box = dest.spec["http"].get("name") or "the API"
+                        box = dest.name
                     else:
                         matcher, _ = build_matcher(m, store, readonly=False, environ=dict(os.environ))
                         target = Outbox.for_mapping(m, box, wait_seconds=wait, owner=store.location)
@@ -580,7 +577,7 @@ def _subscribe_at_shop(mapping: Path, event: str, address: str) -> None:
     from engine.config.mapping import load_mapping
     m = load_mapping(mapping)
     try:
-        client = HttpClient(m.source_config()["http"])
+        client = HttpClient(m.source_http())
         answer = client.request("POST", "/api/rest/v1/webhooks",
                                 json_body={"event": event, "address": address, "is_active": True})
     except HttpError as exc:

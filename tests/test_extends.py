@@ -18,8 +18,8 @@ def _child(tmp_path, body: str):
 def test_child_overrides_keys_and_keeps_the_rest(tmp_path):
     m = load_mapping(_child(tmp_path, "name: child-shop\ninvoice:\n  description: \"Order {{ record.ordernumber_full }}\"\n"))
     assert m.name == "child-shop"
-    assert m.invoice["description"].source == "Order {{ record.ordernumber_full }}"
-    assert m.invoice["vat_rounding"] == "per_line"  # from the base
+    assert m.invoice.description.source == "Order {{ record.ordernumber_full }}"
+    assert m.invoice.vat_rounding == "per_line"  # from the base
     assert len(m.vat_rules) == 7
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass, field
 
 import pytest
 
-from engine.io.http.auth import (AuthConfigError, BearerAuth, HmacAuth, NoAuth, build_auth,
-                              format_date, register_auth, registered_auth_kinds)
+from engine.io.http.auth import (AuthConfigError, AuthSpec, BearerAuth, HmacAuth, NoAuth, auth_spec, build_auth,
+                                 format_date, register_auth, registered_auth_kinds)
 
 CCV = {"kind": "hmac", "algorithm": "sha512", "public": "demo", "secret": "demo",
        "sign": "{public}|{method}|{uri}|{body}|{date}",
@@ -146,7 +147,14 @@ def test_register_a_new_kind():
         def apply(self, method, uri, body, headers):
             headers["X-Static"] = self.value
 
-    register_auth("static", lambda cfg, *, clock=None: QueryKey(cfg["value"]))
+    @dataclass(frozen=True)
+    class StaticSpec(AuthSpec):
+        value: str = field(default="", repr=False)
+
+        def build(self, *, clock=None):
+            return QueryKey(self.value)
+
+    register_auth("static", StaticSpec, {"value": {"type": "string"}}, ["value"])
     try:
         assert "static" in registered_auth_kinds()
         headers: dict[str, str] = {}
@@ -161,3 +169,22 @@ def test_hmac_direct_construction_defaults():
     auth = HmacAuth(public="demo", secret="demo")
     assert auth.signature(*VECTORS[0][:4]) == VECTORS[0][4]
     assert not auth.verifies_responses
+
+
+def test_an_auth_spec_never_shows_its_secrets():
+    """The specs are frozen dataclasses read once at load; their repr (a traceback's locals, a
+    log line) leaves the secrets out."""
+    from engine.io.http.oauth import OAuth2RefreshSpec
+    from engine.io.http.spec import HttpSpec
+    hmac_spec = auth_spec(dict(CCV, secret="S3CRET-value-42"))
+    bearer = auth_spec({"kind": "bearer", "token": "tok-SECRET-123"})
+    oauth = auth_spec({"kind": "oauth2_refresh", "token_url": "https://t.example/token", "client_id": "c",
+                       "client_secret": "client-SECRET-7", "refresh_token": "refresh-SECRET-8"})
+    assert isinstance(oauth, OAuth2RefreshSpec)
+    http = HttpSpec.from_config({"base_url": "https://shop.example", "auth": dict(CCV, secret="S3CRET-value-42")})
+    shown = " ".join(repr(x) for x in (hmac_spec, bearer, oauth, http))
+    for secret in ("S3CRET-value-42", "tok-SECRET-123", "client-SECRET-7", "refresh-SECRET-8"):
+        assert secret not in shown
+    assert "public='demo'" in shown and "shop.example" in shown
+    with pytest.raises(Exception):
+        bearer.token = "changed"   # frozen

@@ -91,8 +91,8 @@ def test_a_token_servers_error_text_is_scrubbed_of_our_credentials():
 
 
 @pytest.mark.parametrize("auth", [
-    {"hmac": {"public": "pub-key", "secret": "hmac-secret-QQ"}},
-    {"bearer": {"token": "bearer-token-WW"}},
+    {"kind": "hmac", "public": "pub-key", "secret": "hmac-secret-QQ"},
+    {"kind": "bearer", "token": "bearer-token-WW"},
 ])
 def test_a_signed_or_bearer_request_is_not_sent_on_after_a_redirect(elsewhere, auth):
     redirecting = Server(lambda h: reply(h, 307, headers=[("Location", elsewhere.url + "/api/orders")]))

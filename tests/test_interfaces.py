@@ -53,7 +53,7 @@ def test_the_registries_of_auth_kinds_and_paginators_drive_the_schema(tmp_path, 
     assert "must be one of: hmac, bearer, none, oauth2_refresh" in str(refused.value)
 
     hmac = auth._REGISTRY["hmac"]
-    monkeypatch.setitem(auth._REGISTRY, "hmac_v2", auth.AuthKind(hmac.builder, hmac.options, hmac.required))
+    monkeypatch.setitem(auth._REGISTRY, "hmac_v2", auth.AuthKind(hmac.spec, hmac.options, hmac.required))
 
     class CursorPaginator(pagination.NextLinkPaginator):
         kind = "cursor"
@@ -61,7 +61,7 @@ def test_the_registries_of_auth_kinds_and_paginators_drive_the_schema(tmp_path, 
         options = {**pagination.NextLinkPaginator.options, "cursor_field": {"type": "string"}}
     monkeypatch.setitem(pagination._REGISTRY, "cursor", CursorPaginator)
     m = load_mapping(edited)
-    assert m.raw["source"]["http"]["auth"]["kind"] == "hmac_v2"
+    assert m.located.data["source"]["http"]["auth"]["kind"] == "hmac_v2"
     # its own options are checked: a key no registered paginator reads is refused
     edited.write_text(edited.read_text("utf-8").replace("{kind: cursor,", "{kind: cursor, cursor_fieldd: x,", 1), "utf-8")
     with pytest.raises(MapperError) as typo:

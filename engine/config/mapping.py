@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, cast
 
 from lxml import etree
 
@@ -22,7 +22,10 @@ from engine.errors import MappingError, MappingErrors
 from engine.expr.expressions import Expression, Template, compile_expression, compile_template
 from engine.expr.filters import DEFAULT_REPLACEMENTS
 from engine.resources import mappings_dir, resolve_mapping, resolve_relative, schemas_dir
-from engine.config.specs import CustomerDirectorySpec, SinkSpec, WebhookSpec
+from engine.config.specs import (ApiSpec, CustomerDirectorySpec, ListSpec, RequestSpec, SandboxSpec, SinkSpec, SourceSpec,
+                                 WebhookSpec)
+from engine.io.http.spec import HttpSpec
+from engine.output.jsonbody import Body
 from engine.config.yamlpos import Located, dotted, load_yaml, merge
 
 
@@ -47,6 +50,58 @@ class Element:
 class Term:
     label: Template
     amount: Expression
+
+
+@dataclass(frozen=True)
+class RowLimits:
+    """``invoice.lines.limits``: a goods row beyond these is quarantined, not booked."""
+
+    max_quantity: Decimal | None = None
+    max_amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class LinesSpec:
+    """``invoice.lines``: one invoice line per item of ``each`` (named ``name`` in templates)."""
+
+    each: Expression
+    name: str
+    description: Template
+    article_code: Template | None
+    quantity: Expression
+    amount: Expression
+    rate: Expression
+    limits: RowLimits | None
+
+
+@dataclass(frozen=True)
+class RoundingLine:
+    """``invoice.rounding_line``: books a difference within the tolerance."""
+
+    label: Template
+    rate: Decimal
+    vat_class: str
+
+
+@dataclass(frozen=True)
+class InvoiceSpec:
+    """``invoice``, compiled: what an order's invoice is made of (engine.convert.invoice)."""
+
+    description: Template
+    date: Template
+    payment_code: Template | None
+    currency: Expression | None
+    prices_include_vat: Expression
+    lines: LinesSpec
+    charges: list[Term]
+    discounts: list[Term]
+    allocation_basis: str          # incl | excl: what charges and discounts are split by
+    vat_rounding: str              # per_line | per_rate
+    total: Expression
+    tolerance: Decimal
+    rounding_line: RoundingLine | None
+    reported_vat: Expression | None
+    surcharge_rate: Expression | None
 
 
 @dataclass
@@ -87,8 +142,7 @@ class LoadedMapping:
 
     file: Path
     name: str
-    raw: dict[str, Any]
-    located: Located
+    located: Located     # the YAML with positions: for error messages, `mapper explain`
     record_id: Expression
     record_number: Expression
     record_created: Expression
@@ -100,7 +154,7 @@ class LoadedMapping:
     customer_fallback: Expression | None
     customer_without_key: Template | None  # None = quarantine
     customer_name: Template
-    invoice: dict[str, Any]
+    invoice: InvoiceSpec
     vat_rules: list[VatRule]
     checks: list[Check]
     flags: list[Flag]
@@ -116,8 +170,10 @@ class LoadedMapping:
     customer_directory: CustomerDirectorySpec
     #: ``plan``: the mapping's default plan (MAPPER_PLAN and a hosted shop's plan win)
     plan: str | None
-    #: whether ``destination.api`` replaces the outbox
-    has_api: bool
+    #: ``destination.api`` compiled (None: the outbox is the destination)
+    destination: ApiSpec | None
+    #: ``sandbox``: what ``--sandbox`` starts
+    sandbox: SandboxSpec | None
     #: ``privacy.redact``: values (a customer's VAT number, name, …) never shown in a flag or a
     #: quarantine reason, which reach stdout, the log, the run report and the state
     redact: list[Expression] = field(default_factory=list)
@@ -127,16 +183,35 @@ class LoadedMapping:
     credit: CreditSpec | None = None
     #: every expression and template compiled at load: (field, line, compiled), for `mapper explain`
     compiled_values: list[tuple[str, int | None, Any]] = field(default_factory=list)
+    #: ``source`` and ``destination.api.http`` as read with the environment the mapping was
+    #: loaded with (None while a ${VAR} they need is unset: asked for, that is the error)
+    _source: SourceSpec | None = None
+    _destination_http: HttpSpec | None = None
 
-    def source_config(self) -> dict[str, Any]:
+    @property
+    def has_api(self) -> bool:
+        """Whether ``destination.api`` replaces the outbox."""
+        return self.destination is not None
+
+    def source_spec(self) -> SourceSpec:
         """The source section, raising now for any ${VAR} it needs that is not set."""
         self._require_env("source")
-        return self.raw.get("source") or {}
+        assert self._source is not None    # read at load once its variables are set
+        return self._source
 
-    def destination_config(self) -> dict[str, Any]:
-        """The API destination, raising now for any ${VAR} it needs that is not set."""
+    def source_http(self) -> HttpSpec:
+        """The shop's API (``source.http``); a configuration error if the mapping has none."""
+        http = self.source_spec().http
+        if http is None:
+            raise MappingError("this mapping declares no source.http", file=str(self.file),
+                               hint="declare source.http (base_url, auth) to reach the shop")
+        return http
+
+    def destination_http(self) -> HttpSpec:
+        """The API destination's ``http`` block, raising now for any ${VAR} it needs that is not set."""
         self._require_env("destination")
-        return (self.raw.get("destination") or {}).get("api") or {}
+        assert self._destination_http is not None    # read at load once its variables are set
+        return self._destination_http
 
     def _require_env(self, section: str) -> None:
         missing = [e for p, e in self.located.missing_env.items() if p[:1] == (section,)]
@@ -183,6 +258,14 @@ class _Compiler:
         self.compiled.append((dotted(path), line, compiled))
         return compiled
 
+    # A required value that fails to compile is recorded in ``errors`` and load_mapping raises
+    # before the mapping is used: the None these return then is never seen by anything.
+    def need_expr(self, path, value=None) -> Expression:
+        return cast(Expression, self.expr(path, value))
+
+    def need_tmpl(self, path, value=None) -> Template:
+        return cast(Template, self.tmpl(path, value))
+
     def _get(self, path):
         node: Any = self.located.data
         for p in path:
@@ -202,13 +285,13 @@ class _Compiler:
                     for i in range(len(spec.get("children") or []))]
         el = Element(
             name=spec["element"],
-            attributes=[(k, self.tmpl(path + ("attributes", k))) for k in (spec.get("attributes") or {})],
+            attributes=[(k, self.need_tmpl(path + ("attributes", k))) for k in (spec.get("attributes") or {})],
             text=self.tmpl(path + ("text",)),
             children=children,
             for_each=self.expr(path + ("for_each",)),
             item_name=spec.get("as", "item"),
             when=self.expr(path + ("when",)),
-            bindings=[(k, self.expr(path + ("with", k))) for k in (spec.get("with") or {})],
+            bindings=[(k, self.need_expr(path + ("with", k))) for k in (spec.get("with") or {})],
             optional=bool(spec.get("optional")),
             records=bool(spec.get("records")),
             path=dotted(path),
@@ -348,39 +431,37 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     d = located.data
     inv = d["invoice"]
     lines = inv["lines"]
-    invoice = {
-        "description": c.tmpl(("invoice", "description")),
-        "date": c.tmpl(("invoice", "date")),
-        "payment_code": c.tmpl(("invoice", "payment_code")),
-        "currency": c.expr(("invoice", "currency")),
-        "prices_include_vat": c.expr(("invoice", "prices_include_vat")),
-        "lines": {
-            "each": c.expr(("invoice", "lines", "each")),
-            "as": lines.get("as", "row"),
-            "description": c.tmpl(("invoice", "lines", "description")),
-            "article_code": c.tmpl(("invoice", "lines", "article_code")),
-            "quantity": c.expr(("invoice", "lines", "quantity")),
-            "amount": c.expr(("invoice", "lines", "amount")),
-            "rate": c.expr(("invoice", "lines", "rate")),
-            "limits": {k: Decimal(str(v)) for k, v in (lines.get("limits") or {}).items()} or None,
-        },
-        "charges": [Term(c.tmpl(("invoice", "charges", i, "label")), c.expr(("invoice", "charges", i, "amount")))
-                    for i in range(len(inv.get("charges") or []))],
-        "discounts": [Term(c.tmpl(("invoice", "discounts", i, "label")), c.expr(("invoice", "discounts", i, "amount")))
-                      for i in range(len(inv.get("discounts") or []))],
-        "allocation_basis": inv.get("allocation_basis", "incl"),
-        "vat_rounding": inv.get("vat_rounding", "per_line"),
-        "total": c.expr(("invoice", "total")),
-        "tolerance": Decimal(str(inv.get("tolerance", "0"))),
-        "rounding_line": None,
-        "reported_vat": c.expr(("invoice", "reported_vat")),
-        "surcharge_rate": c.expr(("invoice", "surcharge_rate")),
-    }
-    if inv.get("rounding_line"):
-        rl = inv["rounding_line"]
-        invoice["rounding_line"] = {"label": c.tmpl(("invoice", "rounding_line", "label")),
-                                    "rate": Decimal(str(rl.get("rate", 0))), "vat_class": rl["vat_class"]}
-    elif invoice["tolerance"] > 0:
+    limits = lines.get("limits")
+    rl = inv.get("rounding_line")
+    invoice = InvoiceSpec(
+        description=c.need_tmpl(("invoice", "description")),
+        date=c.need_tmpl(("invoice", "date")),
+        payment_code=c.tmpl(("invoice", "payment_code")),
+        currency=c.expr(("invoice", "currency")),
+        prices_include_vat=c.need_expr(("invoice", "prices_include_vat")),
+        lines=LinesSpec(
+            each=c.need_expr(("invoice", "lines", "each")),
+            name=lines.get("as", "row"),
+            description=c.need_tmpl(("invoice", "lines", "description")),
+            article_code=c.tmpl(("invoice", "lines", "article_code")),
+            quantity=c.need_expr(("invoice", "lines", "quantity")),
+            amount=c.need_expr(("invoice", "lines", "amount")),
+            rate=c.need_expr(("invoice", "lines", "rate")),
+            limits=RowLimits(**{k: Decimal(str(v)) for k, v in limits.items()}) if limits else None),
+        charges=[Term(c.need_tmpl(("invoice", "charges", i, "label")), c.need_expr(("invoice", "charges", i, "amount")))
+                 for i in range(len(inv.get("charges") or []))],
+        discounts=[Term(c.need_tmpl(("invoice", "discounts", i, "label")), c.need_expr(("invoice", "discounts", i, "amount")))
+                   for i in range(len(inv.get("discounts") or []))],
+        allocation_basis=inv.get("allocation_basis", "incl"),
+        vat_rounding=inv.get("vat_rounding", "per_line"),
+        total=c.need_expr(("invoice", "total")),
+        tolerance=Decimal(str(inv.get("tolerance", "0"))),
+        rounding_line=RoundingLine(c.need_tmpl(("invoice", "rounding_line", "label")), Decimal(str(rl.get("rate", 0))),
+                                   rl["vat_class"]) if rl else None,
+        reported_vat=c.expr(("invoice", "reported_vat")),
+        surcharge_rate=c.expr(("invoice", "surcharge_rate")),
+    )
+    if invoice.tolerance > 0 and invoice.rounding_line is None:
         c.errors.append(located.error(("invoice", "tolerance"), "a tolerance needs invoice.rounding_line",
                                       "declare rounding_line: {label: Afrondingsverschil, vat_class: Nul}"))
 
@@ -388,9 +469,9 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     for i, rule in enumerate((d.get("vat") or {}).get("classes") or []):
         vat_rules.append(VatRule(Decimal(str(rule["rate"])), rule["class"], rule.get("from"), rule.get("until"),
                                  c.expr(("vat", "classes", i, "when")), c.tmpl(("vat", "classes", i, "flag"))))
-    checks = [Check(ch["name"], c.expr(("checks", i, "when")), c.expr(("checks", i, "expect")),
-                    c.tmpl(("checks", i, "message"))) for i, ch in enumerate(d.get("checks") or [])]
-    flags = [Flag(c.expr(("flags", i, "when")), c.tmpl(("flags", i, "message")))
+    checks = [Check(ch["name"], c.expr(("checks", i, "when")), c.need_expr(("checks", i, "expect")),
+                    c.need_tmpl(("checks", i, "message"))) for i, ch in enumerate(d.get("checks") or [])]
+    flags = [Flag(c.need_expr(("flags", i, "when")), c.need_tmpl(("flags", i, "message")))
              for i, _ in enumerate(d.get("flags") or [])]
     cust = d["customer"]
     without = cust.get("without_key", "quarantine")
@@ -418,22 +499,22 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         if not xsd_path.exists():
             c.errors.append(located.error(("output", "xsd"), f"XSD file not found: {output['xsd']}",
                                           f"looked for {xsd_path}"))
-    for path in _run_time_templates(d):   # compiled where they are used; checked here, at load
-        c.tmpl(path)
+    for at in _run_time_templates(d):   # compiled where they are used; checked here, at load
+        c.tmpl(at)
     columns = [Column(col["title"], c.tmpl(("preview", "columns", i, "text")), c.expr(("preview", "columns", i, "amount")))
                for i, col in enumerate((d.get("preview") or {}).get("columns") or [])]
-    let = [(k, c.expr(("let", k))) for k in (d.get("let") or {})]
+    let = [(k, c.need_expr(("let", k))) for k in (d.get("let") or {})]
     mapping = LoadedMapping(
-        file=file, name=d["name"], raw=d, located=located,
-        record_id=c.expr(("record", "id")), record_number=c.expr(("record", "number")),
-        record_created=c.expr(("record", "created")),
+        file=file, name=d["name"], located=located,
+        record_id=c.need_expr(("record", "id")), record_number=c.need_expr(("record", "number")),
+        record_created=c.need_expr(("record", "created")),
         look_back_days=(d.get("intake") or {}).get("look_back_days", 90),
-        where=[c.expr(("where", i)) for i in range(len(d["where"]))],
+        where=[c.need_expr(("where", i)) for i in range(len(d["where"]))],
         let=let,
-        customer_key=c.expr(("customer", "key")), customer_number=c.expr(("customer", "number")),
+        customer_key=c.need_expr(("customer", "key")), customer_number=c.need_expr(("customer", "number")),
         customer_fallback=c.expr(("customer", "fallback_number")),
         customer_without_key=None if without == "quarantine" else c.tmpl(("customer", "without_key", "number")),
-        customer_name=c.tmpl(("customer", "name")),
+        customer_name=c.need_tmpl(("customer", "name")),
         invoice=invoice, vat_rules=vat_rules, checks=checks, flags=flags,
         tables=d.get("tables") or {}, document=document, record_element=record_element,
         xsd_path=xsd_path, per_file=output.get("per_file", 500),
@@ -441,15 +522,71 @@ def load_mapping(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         columns=columns, sink=SinkSpec.from_config(d.get("sink")),
         webhooks=WebhookSpec.from_config((d.get("intake") or {}).get("webhooks")),
         customer_directory=CustomerDirectorySpec.from_config(d["customer"].get("directory")),
-        plan=d.get("plan"), has_api=bool((d.get("destination") or {}).get("api")),
-        redact=[c.expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
+        plan=d.get("plan"), destination=_api_spec(c, (d.get("destination") or {}).get("api")),
+        sandbox=SandboxSpec.from_config(d.get("sandbox")),
+        redact=[c.need_expr(("privacy", "redact", i)) for i in range(len((d.get("privacy") or {}).get("redact") or []))],
         seconds_per_record=float((d.get("limits") or {}).get("seconds_per_record", 2.0)),
         credit=_credit_spec(c, d.get("credit")),
         compiled_values=c.compiled,
     )
+    mapping._source, mapping._destination_http = _run_time_specs(located, c.errors)
     if c.errors:
         raise c.errors[0] if len(c.errors) == 1 else MappingErrors(c.errors)
     return mapping
+
+
+def _run_time_specs(located: Located, errors: list[MappingError]) -> tuple[SourceSpec | None, HttpSpec | None]:
+    """``source`` and ``destination.api.http`` read as configuration, each once every ${VAR}
+    it needs is set (hosted mode reads them again per shop: :func:`reread_sections`)."""
+    from engine.io.http.auth import AuthConfigError
+    from engine.io.http.spec import HttpConfigError
+    d = located.data
+    unset = {p[:1] for p in located.missing_env}
+    source = api_http = None
+    if ("source",) not in unset:
+        try:
+            source = SourceSpec.from_config(d.get("source"))
+        except (HttpConfigError, AuthConfigError) as exc:
+            errors.append(located.error(("source", "http"), f"source.http: {exc}"))
+    block = ((d.get("destination") or {}).get("api") or {}).get("http")
+    if block is not None and ("destination",) not in unset:
+        try:
+            api_http = HttpSpec.from_config(block)
+        except (HttpConfigError, AuthConfigError) as exc:
+            errors.append(located.error(("destination", "api", "http"), f"destination.api.http: {exc}"))
+    return source, api_http
+
+
+def _api_spec(c: _Compiler, api: dict[str, Any] | None) -> ApiSpec | None:
+    """``destination.api`` compiled, each template and expression with its place in the file."""
+    if not api:
+        return None
+    base = ("destination", "api")
+
+    def request(path: tuple, spec: dict[str, Any]) -> RequestSpec:
+        at = base + path
+        body = Body(spec["body"], lambda p, v: c.need_expr(at + ("body",) + p, v),
+                    lambda p, v: c.need_tmpl(at + ("body",) + p, v)) if "body" in spec else None
+        return RequestSpec(c.tmpl(at + ("path",)), {k: c.tmpl(at + ("params", k)) for k in (spec.get("params") or {})},
+                           body)
+
+    debtor, invoice = api["debtor"], api["invoice"]
+    listing = api.get("list") or {}
+    original = invoice.get("original")
+    return ApiSpec(
+        items_key=listing.get("items", "_data"), next_key=listing.get("next"),
+        references={name: c.tmpl(base + ("references", name, "path")) for name in (api.get("references") or {})},
+        debtor_find=request(("debtor", "find"), debtor["find"]),
+        debtor_match=c.expr(base + ("debtor", "find", "match")),
+        debtor_number=c.expr(base + ("debtor", "number")),
+        debtor_name=c.expr(base + ("debtor", "name")) if debtor.get("name") else None,
+        debtor_create=request(("debtor", "create"), debtor["create"]),
+        invoice_find=request(("invoice", "find"), invoice["find"]),
+        invoice_match=c.expr(base + ("invoice", "find", "match")),
+        invoice_create=request(("invoice", "create"), invoice["create"]),
+        invoice_id=c.expr(base + ("invoice", "id")),
+        original=None if not original else {k: c.expr(base + ("invoice", "original", k)) for k in ("number", "concept")},
+        field_errors_key=(api.get("errors") or {}).get("fields", "errors"))
 
 
 def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
@@ -466,16 +603,16 @@ def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
             c.errors.append(c.located.error(at, f"credit.from '{src.get('name', i)}': a list needs order: "
                                                 f"(the expression giving an item's order id)"))
         sources.append(CreditSource(
-            name=str(src.get("name", i)), request=src.get("list"), when=c.expr(at + ("when",)),
-            order=c.expr(at + ("order",)), key=c.tmpl(at + ("key",)), amount=c.expr(at + ("amount",)),
+            name=str(src.get("name", i)), request=ListSpec.from_config(src["list"]) if src.get("list") else None, when=c.expr(at + ("when",)),
+            order=c.expr(at + ("order",)), key=c.need_tmpl(at + ("key",)), amount=c.expr(at + ("amount",)),
             created=c.expr(at + ("created",)), reference=c.tmpl(at + ("reference",))))
         if "list" in src:
             for path in _request_templates(at + ("list",), src["list"] or {}):
                 c.tmpl(path)
-    return CreditSpec(sources=sources, description=c.tmpl(("credit", "description")),
-                      date=c.tmpl(("credit", "date")),
-                      partial_line=(c.tmpl(("credit", "partial_line")) if "partial_line" in spec
-                                    else c.tmpl(("credit",), "Creditering {{ rate }}% btw")))
+    return CreditSpec(sources=sources, description=c.need_tmpl(("credit", "description")),
+                      date=c.need_tmpl(("credit", "date")),
+                      partial_line=(c.need_tmpl(("credit", "partial_line")) if "partial_line" in spec
+                                    else c.need_tmpl(("credit",), "Creditering {{ rate }}% btw")))
 
 
 def reread_sections(m: LoadedMapping, environ: Mapping[str, str], sections: tuple[str, ...]) -> LoadedMapping:
@@ -487,10 +624,8 @@ def reread_sections(m: LoadedMapping, environ: Mapping[str, str], sections: tupl
     """
     text = m.file.read_text(encoding="utf-8")
     located = _load_located(m.file, m.located.file, text, environ, ())
-    raw = dict(m.raw)
-    for section in sections:
-        if section in located.data:
-            raw[section] = located.data[section]
-        else:
-            raw.pop(section, None)
-    return dataclasses.replace(m, raw=raw, located=located)
+    errors: list[MappingError] = []
+    source, api_http = _run_time_specs(located, errors)
+    if errors:
+        raise errors[0] if len(errors) == 1 else MappingErrors(errors)
+    return dataclasses.replace(m, located=located, _source=source, _destination_http=api_http)

@@ -7,8 +7,10 @@ and names are right), so nothing here validates again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from engine.io.http.spec import HttpSpec
 
 DEFAULT_DEBTOR_KEY_ENV = "MAPPER_DEBTOR_KEY"
 
@@ -73,3 +75,109 @@ class CustomerDirectorySpec:
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> "CustomerDirectorySpec":
         return cls(**dict(section or {}))
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """A list an HTTP source walks (``source.records``, an ``expand`` entry, a ``credit.from``
+    list): the request path and parameters (templates), where the items sit in a page, and
+    the paginator's block (read by its registered kind, engine.io.http.pagination)."""
+
+    path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    items: str | None = "items"      # "" or None: the page is the list
+    paginate: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "ListSpec":
+        return cls(section["path"], dict(section.get("params") or {}), section.get("items", "items"),
+                   section.get("paginate"))
+
+
+@dataclass(frozen=True)
+class RecordsSpec(ListSpec):
+    """``source.records``: the list of records, their id field and the sub-lists fetched per record."""
+
+    id: str = "id"
+    expand: Mapping[str, ListSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "RecordsSpec":
+        base = ListSpec.from_config(section)
+        return cls(base.path, base.params, base.items, base.paginate, section.get("id", "id"),
+                   {name: ListSpec.from_config(spec) for name, spec in (section.get("expand") or {}).items()})
+
+
+@dataclass(frozen=True)
+class LookupSpec:
+    """``source.lookup``: one record by id (``{{ id }}`` in the path), where it sits in the answer."""
+
+    path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    item: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``source``: the shop's API (None: the mapping is run on fixture files only)."""
+
+    http: HttpSpec | None = None
+    records: RecordsSpec | None = None
+    lookup: LookupSpec | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> "SourceSpec":
+        s = section or {}
+        records, lookup = s.get("records"), s.get("lookup")
+        return cls(HttpSpec.from_config(s["http"]) if s.get("http") else None,
+                   RecordsSpec.from_config(records) if records and records.get("path") else None,
+                   LookupSpec(lookup["path"], dict(lookup.get("params") or {}), lookup.get("item"))
+                   if lookup and lookup.get("path") else None)
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """``sandbox``: the bundled simulator(s) ``--sandbox`` starts, the environment the mapping
+    is then loaded with (``{placeholders}`` of the simulators), the window's default start."""
+
+    simulator: str
+    also: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    since: str | None = None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None) -> "SandboxSpec | None":
+        if not section:
+            return None
+        return cls(section["simulator"], section.get("also"),
+                   {str(k): str(v) for k, v in (section.get("env") or {}).items()}, section.get("since"))
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """A request of ``destination.api``, compiled: path and parameters (templates), body."""
+
+    path: Any                                   # Template
+    params: Mapping[str, Any] = field(default_factory=dict)   # name -> Template
+    body: Any = None                            # engine.output.jsonbody.Body, or None
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """``destination.api`` compiled at load (every template and expression with its line);
+    its ``http`` block is read with the run's environment (``LoadedMapping.destination_http``)."""
+
+    items_key: str
+    next_key: str | None
+    references: Mapping[str, Any]               # name -> Template (the list's path)
+    debtor_find: RequestSpec
+    debtor_match: Any                           # Expression over ``item``
+    debtor_number: Any
+    debtor_name: Any | None
+    debtor_create: RequestSpec
+    invoice_find: RequestSpec
+    invoice_match: Any
+    invoice_create: RequestSpec
+    invoice_id: Any                             # Expression over ``result``
+    original: Mapping[str, Any] | None          # number, concept: Expressions over ``item``
+    field_errors_key: str = "errors"

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from engine.expr import evaluate
 
+from engine.config.specs import ListSpec
 from engine.convert import money
 from engine.errors import OrderError
 from engine.expr.evaluate import as_amount
@@ -38,7 +39,7 @@ class CreditSource:
     """One entry of ``credit.from``, compiled."""
 
     name: str
-    request: dict[str, Any] | None   # list: {path, params, items, paginate}
+    request: ListSpec | None         # list: the request that lists the credits
     when: Expression | None          # or: a condition on a delivered order
     order: Expression | None         # list: the item's order id
     key: Template

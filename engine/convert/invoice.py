@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.convert import money
 from engine.errors import OrderError
 from engine.expr.evaluate import as_amount
 from engine.expr.sandbox import allow_fields
 from engine.convert.money import ZERO
+
+if TYPE_CHECKING:   # the loader imports this module (credit notes): no import back at run time
+    from engine.config.mapping import InvoiceSpec, RowLimits
 
 
 @dataclass(slots=True)
@@ -75,7 +78,7 @@ def _count(value: Decimal) -> str:
 
 
 def _check_row(number: int, description: str, quantity: Decimal, amount: Decimal,
-               limits: dict[str, Decimal]) -> None:
+               limits: RowLimits) -> None:
     """A goods row that makes no sense is not booked (``invoice.lines.limits`` declared)."""
     what = f"row {number} ({description})"
     if quantity == 0 and amount != 0:
@@ -83,24 +86,23 @@ def _check_row(number: int, description: str, quantity: Decimal, amount: Decimal
     if (quantity < 0 < amount) or (amount < 0 < quantity):
         raise OrderError(f"{what}: quantity {_count(quantity)} with an amount of {_euro(amount)}: one of them "
                          f"has the wrong sign (a return belongs in a credit note)", field="invoice.lines.quantity")
-    if "max_quantity" in limits and abs(quantity) > limits["max_quantity"]:
+    if limits.max_quantity is not None and abs(quantity) > limits.max_quantity:
         raise OrderError(f"{what}: quantity {_count(quantity)} is beyond the declared limit of "
-                         f"{_count(limits['max_quantity'])} (invoice.lines.limits)", field="invoice.lines.quantity")
-    if "max_amount" in limits and abs(amount) > limits["max_amount"]:
+                         f"{_count(limits.max_quantity)} (invoice.lines.limits)", field="invoice.lines.quantity")
+    if limits.max_amount is not None and abs(amount) > limits.max_amount:
         raise OrderError(f"{what}: an amount of {_euro(amount)} is beyond the declared limit of "
-                         f"{_euro(limits['max_amount'])} (invoice.lines.limits)", field="invoice.lines.amount")
+                         f"{_euro(limits.max_amount)} (invoice.lines.limits)", field="invoice.lines.amount")
 
 
-def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) -> Invoice:
+def build_invoice(spec: InvoiceSpec, code, ctx: dict[str, Any], vat_classes) -> Invoice:
     """Compute the invoice for one record. ``code``: the spec's values as generated functions
     (engine/convert/stages.py, ``InvoiceCode``); ``vat_classes(rate, date) -> (class, flag)``."""
     include, date, items = code.head(ctx)
     include = bool(include)
     if not items:
         raise OrderError("the order has no rows (invoice.lines.each is empty)", field="invoice.lines.each")
-    rows_spec = spec["lines"]
-    name = rows_spec["as"]
-    basis_incl = spec["allocation_basis"] == "incl"
+    name = spec.lines.name
+    basis_incl = spec.allocation_basis == "incl"
 
     def to_basis(amount: Decimal, rate: Decimal) -> Decimal:
         if include == basis_incl:
@@ -113,7 +115,7 @@ def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) 
     weights: dict[Decimal, Decimal] = {}
     row_ctx = dict(ctx)
     row_values = code.row
-    limits = rows_spec.get("limits")
+    limits = spec.lines.limits
     for number, item in enumerate(items, start=1):
         row_ctx[name] = item
         amount, rate, description, article_code, quantity = row_values(row_ctx)
@@ -160,7 +162,7 @@ def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) 
                 line.incl = ZERO - part
                 lines.append(line)
 
-    _settle_vat(lines, include, spec["vat_rounding"])
+    _settle_vat(lines, include, spec.vat_rounding)
     total_excl = sum((l.excl for l in lines), ZERO)
     total_vat = sum((l.vat for l in lines), ZERO)
     total_incl = sum((l.incl for l in lines), ZERO)
@@ -169,13 +171,12 @@ def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) 
     diff = charged - total_incl
     flags: list[str] = []
     if diff != 0:
-        tolerance = spec["tolerance"]
-        if abs(diff) > tolerance or spec["rounding_line"] is None:
+        tolerance, rl = spec.tolerance, spec.rounding_line
+        if abs(diff) > tolerance or rl is None:
             raise OrderError(f"lines {_euro(total_incl)}, charged {_euro(charged)}, difference {_euro(abs(diff))} "
                              f"exceeds tolerance {_euro(tolerance)}", field="invoice.total")
-        rl = spec["rounding_line"]
         line = Line("rounding", code.rounding_label(ctx), "", Decimal(1),
-                    rl["rate"], excl=diff, vat=ZERO, incl=diff, vat_class=rl["vat_class"])
+                    rl.rate, excl=diff, vat=ZERO, incl=diff, vat_class=rl.vat_class)
         lines.append(line)
         total_excl += diff
         total_incl += diff
@@ -199,7 +200,7 @@ def build_invoice(spec: dict[str, Any], code, ctx: dict[str, Any], vat_classes) 
     description, payment_code, currency = code.tail(ctx)
     return Invoice(
         description=description, date=date, payment_code=payment_code,
-        currency="EUR" if spec["currency"] is None else str(currency),
+        currency="EUR" if spec.currency is None else str(currency),
         lines=lines, total_excl=total_excl, total_vat=total_vat, total_incl=total_incl, flags=flags,
     )
 

@@ -86,6 +86,7 @@ class Converter:
         #: a mapping can judge an order by the run's date (MAPPER_NOW makes it reproducible)
         self._now = clock_now().strftime("%Y-%m-%dT%H:%M:%SZ")
         if mapping.record_element is not None:
+            assert mapping.document is not None   # output declares both (engine.config.mapping)
             self._write = writer(mapping.record_element, mapping.replacements, record_level(mapping.document))
 
     def convert(self, record: dict | BrokenRecord) -> Outcome:
@@ -110,11 +111,12 @@ class Converter:
             outcome = Quarantined(shop_id, number, str(exc))
         except Exception as exc:  # noqa: BLE001 - one order's trouble never stops the run
             outcome = Quarantined(shop_id, number, f"cannot be converted: {in_words(exc)}")
+        assert not isinstance(outcome, Unbooked)   # only a credit note is left unbooked
         if m.redact and (isinstance(outcome, Quarantined) or getattr(outcome, "flags", None)):
             self._redact(outcome, ctx)
         return outcome
 
-    def _redact(self, outcome: Outcome, ctx: dict[str, Any]) -> None:
+    def _redact(self, outcome: Outcome | Unbooked, ctx: dict[str, Any]) -> None:
         """Take the mapping's ``privacy.redact`` values out of the order's messages."""
         secret = []
         for expr in self.mapping.redact:
@@ -138,7 +140,7 @@ class Converter:
             return text
         if isinstance(outcome, (Quarantined, Unbooked)):
             outcome.reason = redact(outcome.reason)
-        else:
+        elif isinstance(outcome, Converted):
             outcome.flags[:] = [redact(f) for f in outcome.flags]
 
     _eval = staticmethod(evaluate.value)
@@ -180,6 +182,7 @@ class Converter:
         """``invoice`` (the original, as booked) turned into the credit note ``credit`` asks for."""
         m = self.mapping
         spec = m.credit
+        assert spec is not None   # credit notes are made for a mapping with a credit section only
         what, before, find_original = credit
         amount, why_not = credit_amount(what, invoice.total_incl, before)
         shop_id = what.id
@@ -238,9 +241,10 @@ class Converter:
         if credit is None:
             flags.extend(invoice.flags)
         else:
-            invoice = self._credit_note(ctx, invoice, credit, number, flags)
-            if isinstance(invoice, Unbooked):
-                return invoice
+            note = self._credit_note(ctx, invoice, credit, number, flags)
+            if isinstance(note, Unbooked):
+                return note
+            invoice = note
         ctx["invoice"] = invoice
 
         created, preview = stages.outcome(ctx)
@@ -293,7 +297,7 @@ class Converter:
                 finally:
                     self._check_later = False
                 if batch:
-                    checker.submit([o.xml for o in batch if isinstance(o, Converted)])
+                    checker.submit([_xml(o) for o in batch if isinstance(o, Converted)])
                 if waiting:
                     yield from _checked(waiting, checker.result())
                 if failure is not None:
@@ -352,3 +356,9 @@ def in_window(created: str, since: date | None, until: date | None) -> bool:
     if until and day > until.isoformat():
         return False
     return True
+
+
+def _xml(outcome: Converted) -> bytes:
+    """The record's element of a mapping with XML output (there, every Converted has one)."""
+    assert outcome.xml is not None
+    return outcome.xml

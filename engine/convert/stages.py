@@ -128,32 +128,32 @@ class _StageWriter:
             "outcome": self.function("c", lambda: self.outcome(m)),
         }
         inv = m.invoice
-        rows = inv["lines"]
+        rows = inv.lines
         invoice: dict[str, Any] = {  # InvoiceCode's fields: a name, None, or (for charges, discounts) pairs of them
             "head": self.function("c", lambda: self.values(
-                ("value", inv["prices_include_vat"], "invoice.prices_include_vat"),
-                ("text", inv["date"], "invoice.date"),
-                ("value", rows["each"], "invoice.lines.each"))),
+                ("value", inv.prices_include_vat, "invoice.prices_include_vat"),
+                ("text", inv.date, "invoice.date"),
+                ("value", rows.each, "invoice.lines.each"))),
             "row": self.function("c", lambda: self.values(
-                ("cents", rows["amount"], "invoice.lines.amount"),
-                ("amount", rows["rate"], "invoice.lines.rate"),
-                ("text", rows["description"], "invoice.lines.description"),
-                ("text", rows["article_code"], "invoice.lines.article_code"),
-                ("amount", rows["quantity"], "invoice.lines.quantity"))),
+                ("cents", rows.amount, "invoice.lines.amount"),
+                ("amount", rows.rate, "invoice.lines.rate"),
+                ("text", rows.description, "invoice.lines.description"),
+                ("text", rows.article_code, "invoice.lines.article_code"),
+                ("amount", rows.quantity, "invoice.lines.quantity"))),
             "charges": [(self.one_value(t.amount, f"invoice.charges[{i}].amount", amount=True),
-                         self.one_text(t.label, f"invoice.charges[{i}].label")) for i, t in enumerate(inv["charges"])],
+                         self.one_text(t.label, f"invoice.charges[{i}].label")) for i, t in enumerate(inv.charges)],
             "discounts": [(self.one_value(t.amount, f"invoice.discounts[{i}].amount", amount=True),
                            self.one_text(t.label, f"invoice.discounts[{i}].label"))
-                          for i, t in enumerate(inv["discounts"])],
-            "surcharge_rate": self.one_value(inv.get("surcharge_rate"), "invoice.surcharge_rate"),
-            "total": self.one_value(inv["total"], "invoice.total", amount=True),
-            "rounding_label": (None if inv["rounding_line"] is None
-                               else self.one_text(inv["rounding_line"]["label"], "invoice.rounding_line.label")),
-            "reported_vat": self.one_value(inv["reported_vat"], "invoice.reported_vat", amount=True),
+                          for i, t in enumerate(inv.discounts)],
+            "surcharge_rate": self.one_value(inv.surcharge_rate, "invoice.surcharge_rate"),
+            "total": self.one_value(inv.total, "invoice.total", amount=True),
+            "rounding_label": (None if inv.rounding_line is None
+                               else self.one_text(inv.rounding_line.label, "invoice.rounding_line.label")),
+            "reported_vat": self.one_value(inv.reported_vat, "invoice.reported_vat", amount=True),
             "tail": self.function("c", lambda: self.values(
-                ("text", inv["description"], "invoice.description"),
-                ("text", inv["payment_code"], "invoice.payment_code"),
-                ("value", inv["currency"], "invoice.currency"))),
+                ("text", inv.description, "invoice.description"),
+                ("text", inv.payment_code, "invoice.payment_code"),
+                ("value", inv.currency, "invoice.currency"))),
         }
         source = "\n".join(self.lines) + "\n"
         run_generated(source, f"stages of {m.name}", self.ns)

@@ -103,7 +103,7 @@ class _Analysis:
         # names bound to record paths, in the order they are bound
         for name, expr in m.let:
             self.bind(name, expr)
-        self.bind(m.invoice["lines"]["as"], m.invoice["lines"]["each"], each=True)
+        self.bind(m.invoice.lines.name, m.invoice.lines.each, each=True)
         for element in _elements(m.record_element):
             for name, expr in element.bindings:
                 self.bind(name, expr)

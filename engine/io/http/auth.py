@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from engine.errors import ConfigError
@@ -28,9 +28,11 @@ from engine.errors import ConfigError
 __all__ = [
     "Auth",
     "AuthConfigError",
+    "AuthSpec",
     "BearerAuth",
     "HmacAuth",
     "NoAuth",
+    "auth_spec",
     "build_auth",
     "format_date",
     "register_auth",
@@ -38,7 +40,6 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-AuthBuilder = Callable[..., "Auth"]
 
 
 class AuthConfigError(ConfigError, ValueError):
@@ -144,8 +145,10 @@ class HmacAuth(Auth):
     kind = "hmac"
     has_credentials = True
 
+    DEFAULT_SIGN = "{public}|{method}|{uri}|{body}|{date}"
+
     def __init__(self, *, public: str, secret: str, algorithm: str = "sha512",
-                 sign: str = "{public}|{method}|{uri}|{body}|{date}",
+                 sign: str = DEFAULT_SIGN,
                  headers: Mapping[str, str] | None = None,
                  verify_response: bool = False, clock: Clock | None = None):
         if not public:
@@ -231,35 +234,65 @@ def _header(headers: Mapping[str, str], name: str | None) -> str | None:
     return value
 
 
-# -- registry ------------------------------------------------------------------------------
+# -- the kinds: one frozen spec per kind, its fields the block's options ------------------
 
-def _build_none(config: Mapping[str, Any], *, clock: Clock | None = None) -> Auth:
-    return NoAuth()
+@dataclass(frozen=True)
+class AuthSpec:
+    """An ``http.auth`` block read once: a frozen dataclass per kind whose fields are the
+    block's options (secrets left out of ``repr``), and ``build`` making the auth object."""
 
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any], kind: str) -> "AuthSpec":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(block) - names - {"kind"})
+        if unknown:   # the schema refuses them too; a kind registered at run time may differ
+            raise AuthConfigError(f"auth kind '{kind}': unknown key(s) {', '.join(unknown)}")
+        return cls(**{k: v for k, v in block.items() if k != "kind"})
 
-def _build_bearer(config: Mapping[str, Any], *, clock: Clock | None = None) -> Auth:
-    return BearerAuth(token=config.get("token") or "",
-                      header=config.get("header", "Authorization"),
-                      scheme=config.get("scheme", "Bearer"))
-
-
-def _build_hmac(config: Mapping[str, Any], *, clock: Clock | None = None) -> Auth:
-    known = {"kind", "algorithm", "public", "secret", "sign", "headers", "verify_response"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise AuthConfigError(f"auth kind 'hmac': unknown key(s) {', '.join(unknown)}")
-    kwargs = {k: config[k] for k in ("algorithm", "sign", "headers") if k in config}
-    return HmacAuth(public=str(config.get("public") or ""), secret=str(config.get("secret") or ""),
-                    verify_response=bool(config.get("verify_response", False)),
-                    clock=clock, **kwargs)
+    def build(self, *, clock: Clock | None = None) -> "Auth":
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class AuthKind:
-    """A registered auth kind: how to build it, and its options as JSON Schema (the mapping
-    schema's ``http.auth`` alternatives are made of these: engine/config/schema_check.py)."""
+class NoAuthSpec(AuthSpec):
+    def build(self, *, clock: Clock | None = None) -> Auth:
+        return NoAuth()
 
-    builder: AuthBuilder
+
+@dataclass(frozen=True)
+class BearerSpec(AuthSpec):
+    token: str | None = field(default=None, repr=False)
+    header: str = "Authorization"
+    scheme: str = "Bearer"
+
+    def build(self, *, clock: Clock | None = None) -> Auth:
+        return BearerAuth(token=self.token or "", header=self.header, scheme=self.scheme)
+
+
+@dataclass(frozen=True)
+class HmacSpec(AuthSpec):
+    public: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    algorithm: str = "sha512"
+    sign: str = HmacAuth.DEFAULT_SIGN
+    headers: Mapping[str, str] | None = None
+    verify_response: bool = False
+
+    def build(self, *, clock: Clock | None = None) -> Auth:
+        return HmacAuth(public=str(self.public or ""), secret=str(self.secret or ""), algorithm=self.algorithm,
+                        sign=self.sign, headers=self.headers, verify_response=bool(self.verify_response),
+                        clock=clock)
+
+
+# -- registry ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuthKind:
+    """A registered auth kind: its spec (the options as fields, ``build``), and its options as
+    JSON Schema (the mapping schema's ``http.auth`` alternatives are made of these:
+    engine/config/schema_check.py)."""
+
+    spec: type[AuthSpec]
     options: Mapping[str, Any]
     required: tuple[str, ...] = ()
 
@@ -267,11 +300,11 @@ class AuthKind:
 _REGISTRY: dict[str, AuthKind] = {}
 
 
-def register_auth(kind: str, builder: AuthBuilder, options: Mapping[str, Any] | None = None,
+def register_auth(kind: str, spec: type[AuthSpec], options: Mapping[str, Any] | None = None,
                   required: Sequence[str] = ()) -> None:
-    """Register ``builder(config: dict, *, clock) -> Auth`` under ``kind``; ``options`` are the
-    JSON Schema of each key its block may hold besides ``kind``, ``required`` those it must."""
-    _REGISTRY[kind] = AuthKind(builder, dict(options or {}), tuple(required))
+    """Register the spec class of an auth kind; ``options`` are the JSON Schema of each key its
+    block may hold besides ``kind``, ``required`` those it must."""
+    _REGISTRY[kind] = AuthKind(spec, dict(options or {}), tuple(required))
 
 
 def auth_schema() -> dict[str, Any]:
@@ -286,30 +319,36 @@ def registered_auth_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_auth(config: Mapping[str, Any] | None, *, clock: Clock | None = None) -> Auth:
-    """Build the auth object for an ``http.auth`` block (``None`` means no auth)."""
-    if not config:
-        return NoAuth()
-    kind = config.get("kind", "none")
-    spec = _REGISTRY.get(kind)
-    if spec is None:
+def auth_spec(block: Mapping[str, Any] | None) -> AuthSpec:
+    """The spec of an ``http.auth`` block (``None``: no auth)."""
+    if not block:
+        return NoAuthSpec()
+    kind = block.get("kind", "none")
+    registered = _REGISTRY.get(kind)
+    if registered is None:
         raise AuthConfigError(
             f"unknown auth kind {kind!r}; known kinds: {', '.join(registered_auth_kinds())}")
-    return spec.builder(config, clock=clock)
+    return registered.spec.from_config(block, kind)
+
+
+def build_auth(config: AuthSpec | Mapping[str, Any] | None, *, clock: Clock | None = None) -> Auth:
+    """The auth object of a spec, or of an ``http.auth`` block (``None`` means no auth)."""
+    spec = config if isinstance(config, AuthSpec) else auth_spec(config)
+    return spec.build(clock=clock)
 
 
 _TEXT = {"type": "string"}
-register_auth("hmac", _build_hmac, {
+register_auth("hmac", HmacSpec, {
     "algorithm": {"enum": ["sha256", "sha384", "sha512"]}, "public": _TEXT, "secret": _TEXT,
     "sign": {"type": "string", "description": "The string to sign from {public} {method} {uri} {body} {date}."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"},
                 "description": "Header name -> value from {public} {date} {signature}."},
     "verify_response": {"type": "boolean", "description": "Verify the server's signature over each 2xx response body."},
 }, ["algorithm", "public", "secret", "sign", "headers"])
-register_auth("bearer", _build_bearer, {
+register_auth("bearer", BearerSpec, {
     "token": _TEXT, "header": {"type": "string", "description": "Header name (default Authorization)."},
     "scheme": {"type": "string", "description": "Prefix before the token (default Bearer; empty for none)."},
 }, ["token"])
-register_auth("none", _build_none)
+register_auth("none", NoAuthSpec)
 
 from engine.io.http import oauth  # noqa: E402,F401 - registers the oauth2_refresh kind

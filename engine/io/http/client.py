@@ -36,8 +36,9 @@ import requests
 import tenacity
 
 from engine.io import jsondecode
-from engine.errors import ConfigError, MapperError
+from engine.errors import MapperError
 from engine.io.http.auth import Auth, build_auth
+from engine.io.http.spec import HttpConfigError, HttpSpec
 from engine.io.http.pagination import origin_of
 from engine.io.http.ratelimit import SlidingWindowLimiter, resource_of
 
@@ -64,10 +65,6 @@ Params = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
 # -- errors ------------------------------------------------------------------------------------
 # All under engine.errors.MapperError (exit 1; a configuration error 2), so that a command
 # reports them in one place.
-
-class HttpConfigError(ConfigError, ValueError):
-    """The ``http`` block cannot be used as it is (e.g. plain HTTP with credentials)."""
-
 
 class HttpError(MapperError):
     """A request failed for good. The message is safe to show: it carries no secrets."""
@@ -235,25 +232,20 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
 
 
-def _number(config: Mapping[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise HttpConfigError(f"http: {key} must be a number, got {value!r}") from None
-
-
 # -- the client ---------------------------------------------------------------------------------
 
 class HttpClient:
     """JSON over HTTP for one base URL, configured by a mapping's ``http`` block."""
 
-    def __init__(self, config: Mapping[str, Any], *, clock: Clock | None = None,
+    def __init__(self, spec: HttpSpec | Mapping[str, Any], *, clock: Clock | None = None,
                  sleep: Sleep | None = None, session: requests.Session | None = None):
-        config = dict(config or {})
+        """``spec``: the block read (:class:`HttpSpec`), or the block itself."""
+        if not isinstance(spec, HttpSpec):
+            spec = HttpSpec.from_config(spec)
+        self.spec = spec
         self._clock = clock or time.time
         self._sleep = sleep or time.sleep
-        base_url = str(config.get("base_url") or "").rstrip("/")
+        base_url = spec.base_url
         try:
             parts = urlsplit(base_url)
             parts.port                                  # a port that is no number raises here
@@ -270,12 +262,12 @@ class HttpClient:
                 f"credentials belong in http.auth (they would be shown wherever the URL is)")
         self.base_url = base_url
         self._base_path = parts.path.rstrip("/")
-        self.name = str(config.get("name") or parts.hostname)
-        self.auth_hint = str(config.get("auth_hint") or
+        self.name = str(spec.name or parts.hostname)
+        self.auth_hint = str(spec.auth_hint or
                              "check the keys configured under http.auth in the mapping and the "
                              "environment variables they come from")
 
-        self.auth: Auth = build_auth(config.get("auth"), clock=self._clock)
+        self.auth: Auth = build_auth(spec.auth, clock=self._clock)
         self._scrub = Scrubber(self.auth.secrets)
         if parts.scheme == "http" and self.auth.has_credentials and not is_loopback_host(parts.hostname):
             raise HttpConfigError(
@@ -283,48 +275,27 @@ class HttpClient:
                 f"({self.auth.kind}) are only sent over https (plain http is allowed for "
                 f"loopback hosts only); use an https:// URL")
 
-        self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
-        timeout = config.get("timeout", {})
-        if isinstance(timeout, Mapping):
-            self.timeout = (_number(timeout, "connect", 5.0), _number(timeout, "read", 30.0))
-        else:
-            self.timeout = (float(timeout), float(timeout))
-
-        retries = config.get("retries") or {}
-        self.attempts = max(1, int(retries.get("attempts", 4)))
-        self.backoff = _number(retries, "backoff", 0.5)
-        self.max_backoff = _number(retries, "max_backoff", 20.0)
-
-        rl = config.get("rate_limit")
+        self.headers = dict(spec.headers)
+        self.timeout = spec.timeout
+        self.attempts, self.backoff, self.max_backoff = \
+            spec.retries.attempts, spec.retries.backoff, spec.retries.max_backoff
+        rl = spec.rate_limit
         self.limiter: SlidingWindowLimiter | None = None
-        self.resource_prefix = None
-        self.window_seconds = 60.0
+        self.resource_prefix = rl.resource_prefix if rl else None
+        self.window_seconds = rl.per_seconds if rl else 60.0
         if rl:
-            self.resource_prefix = rl.get("resource_prefix")
-            self.window_seconds = float(rl.get("per_seconds", 60))
             self.limiter = SlidingWindowLimiter(
-                int(rl["requests"]), self.window_seconds, clock=self._clock, sleep=self._sleep,
-                resource_prefix=self.resource_prefix, methods=rl.get("methods", ("GET",)))
-
-        on429 = config.get("on_429") or {}
-        self.on429_wait = on429.get("wait", "next_window")
-        self.on429_attempts = int(on429.get("attempts", 3))
-        self.on429_window = float(on429.get("window_seconds", self.window_seconds))
-        self.on429_margin = float(on429.get("margin", 1))
-        if self.on429_wait != "next_window":
-            try:
-                self.on429_wait = float(self.on429_wait)
-            except (TypeError, ValueError):
-                raise HttpConfigError(
-                    f"http.on_429.wait must be 'next_window' or a number of seconds, "
-                    f"got {self.on429_wait!r}") from None
-
-        nf = config.get("not_found") or {}
-        self.not_found_status = {int(s) for s in nf.get("status", [404])}
-        self.not_found_codes = {str(c) for c in nf.get("codes", [])}
-        eb = config.get("error_body") or {}
-        self.error_code_key = eb.get("code", "code")
-        self.error_message_key = eb.get("message", "message")
+                rl.requests, rl.per_seconds, clock=self._clock, sleep=self._sleep,
+                resource_prefix=rl.resource_prefix, methods=rl.methods)
+        on429 = spec.on_429
+        self.on429_wait = on429.wait
+        self.on429_attempts = on429.attempts
+        self.on429_window = on429.window_seconds if on429.window_seconds is not None else self.window_seconds
+        self.on429_margin = on429.margin
+        self.not_found_status = spec.not_found_status
+        self.not_found_codes = spec.not_found_codes
+        self.error_code_key = spec.error_code_key
+        self.error_message_key = spec.error_message_key
 
         self.session = session or requests.Session()
         self.stats = {"requests": 0, "responses_429": 0, "retries": 0, "not_found": 0,

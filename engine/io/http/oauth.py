@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from engine.errors import MapperError
-from engine.io.http.auth import Auth, AuthConfigError, register_auth
+from engine.io.http.auth import Auth, AuthConfigError, AuthSpec, register_auth
 
 MARGIN = 30.0  # renew this many seconds before the token expires
 
@@ -150,15 +151,23 @@ class OAuth2RefreshAuth(Auth):
         os.replace(tmp, self.token_file)
 
 
-def _build(config: Mapping[str, Any], *, clock=None) -> Auth:
-    return OAuth2RefreshAuth(token_url=str(config.get("token_url") or ""), client_id=str(config.get("client_id") or ""),
-                             client_secret=str(config.get("client_secret") or ""),
-                             refresh_token=str(config.get("refresh_token") or ""), scope=config.get("scope"),
-                             token_file=config.get("token_file"), clock=clock,
-                             name=str(config.get("name") or "the token endpoint"))
+@dataclass(frozen=True)
+class OAuth2RefreshSpec(AuthSpec):
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    scope: str | None = None
+    token_file: str | None = None
+
+    def build(self, *, clock: Callable[[], float] | None = None) -> Auth:
+        return OAuth2RefreshAuth(token_url=str(self.token_url or ""), client_id=str(self.client_id or ""),
+                                 client_secret=str(self.client_secret or ""),
+                                 refresh_token=str(self.refresh_token or ""), scope=self.scope,
+                                 token_file=self.token_file, clock=clock)
 
 
-register_auth("oauth2_refresh", _build, {
+register_auth("oauth2_refresh", OAuth2RefreshSpec, {
     "token_url": {"type": "string"}, "client_id": {"type": "string"}, "client_secret": {"type": "string"},
     "refresh_token": {"type": "string"}, "scope": {"type": "string"},
     "token_file": {"type": "string", "description": "Where a rotated refresh token is kept (mode 0600); preferred over refresh_token."},

@@ -24,10 +24,11 @@ from typing import Any, Iterator
 
 from engine.convert.customers import Match
 from engine.errors import DeliveryError, OrderError
-from engine.expr.expressions import EvaluationError, compile_expression, compile_template
+from engine.config.specs import ApiSpec, RequestSpec
+from engine.expr.expressions import EvaluationError
 from engine.expr.filters import fold_name
 from engine.io.http.pagination import NextLinkPaginator
-from engine.output.jsonbody import Body, dumps
+from engine.output.jsonbody import dumps
 from engine.ops.state import OrderRef
 
 FIELD_ERRORS_SHOWN = 5
@@ -37,58 +38,33 @@ class ApiDestination:
     """The compiled ``destination.api`` block plus an HTTP client for it."""
 
     def __init__(self, mapping: Any, *, client: Any = None, clock=None, sleep=None):
+        """``mapping``: a LoadedMapping with ``destination`` (compiled at load: engine.config.specs.ApiSpec)."""
         self.m = mapping
-        self.spec = mapping.raw["destination"]["api"]
-        located = mapping.located
-        base = ("destination", "api")
-
-        def cx(path, value):
-            line, col = located.where(base + path)
-            return compile_expression(value, file=located.file_of(base + path), line=line, column=col,
-                                      field=".".join(map(str, base + path)))
-
-        def ct(path, value):
-            line, col = located.where(base + path)
-            return compile_template(value, file=located.file_of(base + path), line=line, column=col,
-                                    field=".".join(map(str, base + path)))
-
-        s = self.spec
-        self.items_key = (s.get("list") or {}).get("items", "_data")
-        self.next_key = (s.get("list") or {}).get("next")
-        self.references = {name: ct(("references", name, "path"), ref["path"])
-                           for name, ref in (s.get("references") or {}).items()}
-        d, inv = s["debtor"], s["invoice"]
-        self.debtor_find = self._request(d["find"], ("debtor", "find"), cx, ct)
-        self.debtor_match = cx(("debtor", "find", "match"), d["find"]["match"])
-        self.debtor_number = cx(("debtor", "number"), d["number"])
-        self.debtor_name = cx(("debtor", "name"), d["name"]) if d.get("name") else None
-        self.debtor_create = self._request(d["create"], ("debtor", "create"), cx, ct)
-        self.invoice_find = self._request(inv["find"], ("invoice", "find"), cx, ct)
-        self.invoice_match = cx(("invoice", "find", "match"), inv["find"]["match"])
-        self.invoice_create = self._request(inv["create"], ("invoice", "create"), cx, ct)
-        self.invoice_id = cx(("invoice", "id"), inv["id"])
-        original = inv.get("original")
-        self.original_fields = None if not original else \
-            {k: cx(("invoice", "original", k), original[k]) for k in ("number", "concept")}
-        self.field_errors_key = (s.get("errors") or {}).get("fields", "errors")
+        spec: ApiSpec = mapping.destination
+        self.items_key, self.next_key = spec.items_key, spec.next_key
+        self.references = spec.references
+        self.debtor_find, self.debtor_match = spec.debtor_find, spec.debtor_match
+        self.debtor_number, self.debtor_name = spec.debtor_number, spec.debtor_name
+        self.debtor_create = spec.debtor_create
+        self.invoice_find, self.invoice_match = spec.invoice_find, spec.invoice_match
+        self.invoice_create, self.invoice_id = spec.invoice_create, spec.invoice_id
+        self.original_fields = spec.original
+        self.field_errors_key = spec.field_errors_key
         self._client = client
         self._clock, self._sleep = clock, sleep
         self.calls = {"GET": 0, "POST": 0}
 
-    @staticmethod
-    def _request(spec, path, cx, ct) -> dict[str, Any]:
-        return {"path": ct(path + ("path",), spec["path"]),
-                "params": {k: ct(path + ("params", k), v) for k, v in (spec.get("params") or {}).items()},
-                "body": Body(spec["body"], lambda p, v: cx(path + ("body",) + p, v),
-                             lambda p, v: ct(path + ("body",) + p, v)) if "body" in spec else None}
+    @property
+    def name(self) -> str:
+        """What to call the API in messages (``http.name``)."""
+        return self.m.destination_http().name or "the API"
 
     # -- HTTP -------------------------------------------------------------------------------
     @property
     def client(self):
         if self._client is None:
             from engine.io.http.client import HttpClient
-            config = self.m.destination_config()["http"]
-            self._client = HttpClient(config, clock=self._clock, sleep=self._sleep)
+            self._client = HttpClient(self.m.destination_http(), clock=self._clock, sleep=self._sleep)
         return self._client
 
     def close(self) -> None:
@@ -116,9 +92,9 @@ class ApiDestination:
         self.calls[method] = self.calls.get(method, 0) + 1
         return self.client.request(method, path, params, body=body)
 
-    def _find(self, req, match, ctx) -> Any:
-        params = {k: t(ctx) for k, t in req["params"].items()}
-        for item in self.get_all(req["path"](ctx), params):
+    def _find(self, req: RequestSpec, match, ctx) -> Any:
+        params = {k: t(ctx) for k, t in req.params.items()}
+        for item in self.get_all(req.path(ctx), params):
             if match(dict(ctx, item=item)):
                 return item
         return None
@@ -146,18 +122,18 @@ class ApiDestination:
         return {"number": None if number in (None, "") else str(number),
                 "concept": bool(self.original_fields["concept"](item))}
 
-    def body(self, req, ctx) -> Any:
+    def body(self, req: RequestSpec, ctx) -> Any:
         """The request body for one record; a template failure quarantines the record."""
         try:
-            return req["body"](ctx)
+            return req.body(ctx)
         except EvaluationError as exc:
             raise OrderError(f"destination.api body: {exc}", field="destination.api") from None
 
-    def create(self, req, ctx) -> Any:
+    def create(self, req: RequestSpec, ctx) -> Any:
         from engine.io.http.client import HttpError
         body = dumps(self.body(req, ctx))
         try:
-            return self._call("POST", req["path"](ctx), body=body), body
+            return self._call("POST", req.path(ctx), body=body), body
         except HttpError as exc:
             if exc.status == 400:
                 raise OrderError(self._field_errors(exc), field="destination") from None

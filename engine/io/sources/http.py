@@ -1,6 +1,6 @@
 """A record source over a paginated JSON HTTP API, configured entirely by the mapping.
 
-    source = HttpSource(config, render)     # config: {"http": {...}, "records": {...}, "lookup": {...}}
+    source = HttpSource(spec, render)       # spec: the mapping's SourceSpec (engine.config.specs)
     for record in source.records({"start": "2026-01-01", "end": "2026-01-31"}):
         ...
     source.lookup("340377945")              # one record (with expansions) or None
@@ -26,8 +26,10 @@ import logging
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote
 
+from engine.config.specs import ListSpec, SourceSpec
 from engine.errors import SourceError
 from engine.io.http.client import HttpClient, NotFound
+from engine.io.http.spec import HttpSpec
 from engine.io.sources import BrokenRecord
 from engine.io.http.pagination import PageRequest, PaginationError, build_paginator, dig
 
@@ -45,15 +47,18 @@ class ShapeError(SourceError):
 class HttpSource:
     """Records from an HTTP API, as declared by a mapping's source configuration."""
 
-    def __init__(self, config: Mapping[str, Any], render: Render, *, clock=None, sleep=None,
+    def __init__(self, spec: SourceSpec | Mapping[str, Any], render: Render, *, clock=None, sleep=None,
                  client: HttpClient | None = None):
+        """``spec``: the mapping's ``source`` read (:class:`SourceSpec`), or the section itself."""
+        if not isinstance(spec, SourceSpec):
+            spec = SourceSpec.from_config(spec)
         self._render = render
-        self.client = client or HttpClient(config.get("http") or {}, clock=clock, sleep=sleep)
-        self.records_config = dict(config.get("records") or {})
-        if not self.records_config.get("path"):
+        self.client = client or HttpClient(spec.http or HttpSpec(), clock=clock, sleep=sleep)
+        if spec.records is None:
             raise ValueError("source: records.path is required")
-        self.lookup_config = dict(config.get("lookup") or {})
-        self.id_field = self.records_config.get("id", "id")
+        self.records_spec = spec.records
+        self.lookup_spec = spec.lookup
+        self.id_field = spec.records.id
         self._seen: set[str] = set()
         self._counts = {"pages": 0, "records": 0, "duplicates": 0, "expansions": 0}
 
@@ -75,17 +80,16 @@ class HttpSource:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<HttpSource {self.records_config.get('path')!r} via {self.client!r}>"
+        return f"<HttpSource {self.records_spec.path!r} via {self.client!r}>"
 
     def records(self, window: Mapping[str, Any] | None = None) -> Iterator[dict | BrokenRecord]:
         """Yield every record of the declared list for ``window``, with expansions attached,
         each ``id`` at most once per source instance."""
         ctx = {"window": _window_context(window)}
-        cfg = self.records_config
-        path = self._render(cfg["path"], ctx)
-        params = self._params(cfg.get("params") or {}, ctx)
-        for item in self._walk(path, params, cfg.get("items", "items"), cfg.get("paginate"),
-                               what="records"):
+        spec = self.records_spec
+        path = self._render(spec.path, ctx)
+        params = self._params(spec.params, ctx)
+        for item in self._walk(path, params, spec.items, spec.paginate, what="records"):
             if not isinstance(item, dict):
                 raise ShapeError(f"a page of {path} holds a {type(item).__name__} where a "
                                   f"record object was expected")
@@ -106,28 +110,28 @@ class HttpSource:
             self._counts["records"] += 1
             yield item
 
-    def list_items(self, request: Mapping[str, Any], window: Mapping[str, Any] | None = None) -> Iterator[Any]:
-        """Every item of another declared list (``{path, params, items, paginate}``, templates
-        seeing ``window``), e.g. the credits of ``credit.from``; not deduplicated."""
+    def list_items(self, request: ListSpec, window: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Every item of another declared list (templates seeing ``window``), e.g. the credits
+        of ``credit.from``; not deduplicated."""
         ctx = {"window": _window_context(window)}
-        path = self._render(request["path"], ctx)
-        params = self._params(request.get("params") or {}, ctx)
-        yield from self._walk(path, params, request.get("items", "items"), request.get("paginate"), what=path)
+        path = self._render(request.path, ctx)
+        params = self._params(request.params, ctx)
+        yield from self._walk(path, params, request.items, request.paginate, what=path)
 
     def lookup(self, id: Any) -> dict | BrokenRecord | None:  # noqa: A002 - the natural name
         """One record by id, with its expansions, or ``None`` when the server says not found
         (a :class:`BrokenRecord` when the record is there but an expansion is not)."""
-        cfg = self.lookup_config
-        if not cfg.get("path"):
+        spec = self.lookup_spec
+        if spec is None:
             raise ValueError("source: lookup.path is required for lookups")
         # The id comes from outside (a webhook hint): quote it so it cannot change the path.
         ctx = {"id": quote(str(id), safe=""), "window": _window_context(None)}
-        path = self._render(cfg["path"], ctx)
-        params = self._params(cfg.get("params") or {}, ctx)
+        path = self._render(spec.path, ctx)
+        params = self._params(spec.params, ctx)
         data = self.client.get(path, params, allow_missing=True)
         if data is None:
             return None
-        record = dig(data, cfg.get("item")) if cfg.get("item") else data
+        record = dig(data, spec.item) if spec.item else data
         if not isinstance(record, dict):
             raise ShapeError(f"the lookup of {path} returned a {type(record).__name__}, "
                               f"not a record object")
@@ -175,13 +179,12 @@ class HttpSource:
             req = paginator.next(page, req, items)
 
     def _expand(self, record: dict, ctx: dict) -> None:
-        for name, spec in (self.records_config.get("expand") or {}).items():
+        for name, spec in self.records_spec.expand.items():
             sub_ctx = dict(ctx, record=record)
-            path = self._render(spec["path"], sub_ctx)
-            params = self._params(spec.get("params") or {}, sub_ctx)
+            path = self._render(spec.path, sub_ctx)
+            params = self._params(spec.params, sub_ctx)
             try:
-                record[name] = list(self._walk(path, params, spec.get("items", "items"),
-                                               spec.get("paginate"), what=name))
+                record[name] = list(self._walk(path, params, spec.items, spec.paginate, what=name))
             except PaginationError as exc:
                 raise PaginationError(f"{name} of record {record.get(self.id_field)}: {exc}") from None
             self._counts["expansions"] += 1
