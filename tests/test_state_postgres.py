@@ -140,7 +140,7 @@ def test_a_pooled_store_borrows_its_connection_and_gives_it_back(pg_url):
         with PostgresStateStore(pg_url, pool=pool) as s:
             assert sorted(h.shop_id for h in s.hints(M)) == ["0", "1", "2", "3", "4"]
             with pytest.raises(StateError):
-                with s._write("fail on purpose"):
+                with s.write("fail on purpose"):
                     s._db().execute("SELECT * FROM no_such_table")
         with PostgresStateStore(pg_url, pool=pool) as s:       # the connection came back usable
             assert len(s.hints(M)) == 5

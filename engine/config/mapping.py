@@ -615,7 +615,7 @@ def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
                                     else c.need_tmpl(("credit",), "Creditering {{ rate }}% btw")))
 
 
-def reread_sections(m: LoadedMapping, environ: Mapping[str, str], sections: tuple[str, ...]) -> LoadedMapping:
+def reread_sections(m: LoadedMapping, environ: Mapping[str, str]) -> LoadedMapping:
     """The compiled mapping with its run-time sections (``source``, ``destination``: read as
     configuration when a run starts, never compiled) read again under ``environ``.
 

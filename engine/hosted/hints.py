@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Callable
 
-from engine.ops.state.base import StateStore
+from engine.ops.state.sql import SqlStateStore
 from engine.ops.webhooks import HintRefused
 from engine.hosted.runs import ShopState
 from engine.hosted.shops import ShopRegistry
@@ -20,7 +20,7 @@ from engine.hosted.shops import ShopRegistry
 DEFAULT_PER_DAY, DEFAULT_PENDING = 1000, 10000
 
 
-def receive_hint(store: StateStore, shop_id: str, mapping_name: str, order_id: str, event: str,
+def receive_hint(store: SqlStateStore, shop_id: str, mapping_name: str, order_id: str, event: str,
                  now: datetime, enqueue: Callable[[str], bool], *, per_day: int = DEFAULT_PER_DAY,
                  pending: int = DEFAULT_PENDING) -> bool:
     """Keep the hint (HintRefused past a bound); returns whether a run was enqueued."""

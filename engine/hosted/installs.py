@@ -24,12 +24,14 @@ from datetime import datetime
 from typing import Any, Callable
 
 from engine.errors import ConfigError, MapperError
-from engine.ops.state.base import StateStore, utc_parse, utc_text
+from engine.ops.state.base import utc_parse_required, utc_text
+from engine.ops.state.sql import SqlStateStore
 from engine.ops.webhooks import new_token, token_hash
 from engine.hosted.appstore import App, Handshake
 from engine.hosted.crypto import SecretBox
 from engine.hosted.runs import CompiledMapping, ShopState, shop_environment
 from engine.hosted.shops import Shop, ShopRegistry
+from engine.io.http.spec import HttpSpec
 
 __all__ = ["Install", "InstallError", "Installs"]
 
@@ -54,7 +56,7 @@ _COLS = "api_public_hash, variant, api_root, return_url, shop_id, status, receiv
 
 
 def _install(r: tuple) -> Install:
-    return Install(r[0], r[1], r[2], r[3], r[4], r[5], utc_parse(r[6]), utc_parse(r[7]))
+    return Install(r[0], r[1], r[2], r[3], r[4], r[5], utc_parse_required(r[6]), utc_parse_required(r[7]))
 
 
 #: what identifies an install in the state: the shops registry's hash of the public key
@@ -62,9 +64,9 @@ public_hash = ShopRegistry._public_hash
 
 
 class Installs:
-    def __init__(self, store: StateStore, box: SecretBox, compiled: CompiledMapping,
-                 http_client: Callable[[dict], Any] | None = None):
-        """``http_client(config) -> HttpClient``: how the shop's API is reached (tests may wrap it)."""
+    def __init__(self, store: SqlStateStore, box: SecretBox, compiled: CompiledMapping,
+                 http_client: Callable[[HttpSpec], Any] | None = None):
+        """``http_client(spec) -> HttpClient``: how the shop's API is reached (tests may wrap it)."""
         self.store, self.box, self.compiled = store, box, compiled
         self.registry = ShopRegistry(store, box)
         if http_client is None:
@@ -74,13 +76,13 @@ class Installs:
 
     # ---- reading
     def get(self, api_public_hash: str) -> Install | None:
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute(f"SELECT {_COLS} FROM app_installs WHERE api_public_hash = ?",
                              (api_public_hash,)).fetchone()
         return None if row is None else _install(row)
 
     def by_shop(self, shop_id: str) -> Install | None:
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute(f"SELECT {_COLS} FROM app_installs WHERE shop_id = ?", (shop_id,)).fetchone()
         return None if row is None else _install(row)
 
@@ -90,7 +92,7 @@ class Installs:
         key = public_hash(hs.api_public)
         sealed = self.box.seal(json.dumps({"api_public": hs.api_public, "api_secret": hs.api_secret}))
         stamp = utc_text(now)
-        with self.store._write("keep an App Store handshake") as db:
+        with self.store.write("keep an App Store handshake") as db:
             if db.execute("SELECT 1 FROM app_installs WHERE api_public_hash = ?", (key,)).fetchone() or \
                     db.execute("SELECT 1 FROM shops WHERE api_public_hash = ?", (key,)).fetchone():
                 return False
@@ -124,7 +126,7 @@ class Installs:
             client.close()
         if first:
             self.registry.run_soon(shop.id, now)        # the first run: the next tick takes it
-        with self.store._write("finish an App Store installation") as db:
+        with self.store.write("finish an App Store installation") as db:
             db.execute("UPDATE app_installs SET status = 'installed', sealed = NULL, changed_at = ? "
                        "WHERE api_public_hash = ?", (utc_text(now), install.api_public_hash))
         return self.registry.get(shop.id)
@@ -133,7 +135,7 @@ class Installs:
         if install.shop_id is not None:
             return self.registry.update_details(install.shop_id, now, name=name, contact_email=email,
                                                 licence_code=licence_code)
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute("SELECT sealed FROM app_installs WHERE api_public_hash = ?",
                              (install.api_public_hash,)).fetchone()
         keys = json.loads(self.box.open(row[0], "an installation's key pair"))
@@ -147,14 +149,14 @@ class Installs:
                 shop = self.registry.by_api_public(keys["api_public"])   # a second form, at the same moment
                 if shop is None:
                     raise
-        with self.store._write("link an installation to its shop") as db:
+        with self.store.write("link an installation to its shop") as db:
             db.execute("UPDATE app_installs SET shop_id = ?, changed_at = ? WHERE api_public_hash = ?",
                        (shop.id, utc_text(now), install.api_public_hash))
         return shop
 
     def _client(self, shop: Shop, secrets) -> Any:
         m = self.compiled.for_environment(shop_environment(shop, secrets))
-        return self._http_client(m.source_config()["http"])
+        return self._http_client(m.source_http())
 
     def events(self) -> list[str]:
         """The webhook events the runs use (``intake.webhooks.events`` of the mapping)."""
@@ -191,11 +193,11 @@ class Installs:
         install = self.get(public_hash(api_public))
         shop = self.registry.by_api_public(api_public)
         if install is not None and install.shop_id and shop is None:
-            shop_id = install.shop_id
+            shop_id: str | None = install.shop_id
         else:
             shop_id = shop.id if shop else None
         if install is not None:
-            with self.store._write("remove an App Store installation") as db:
+            with self.store.write("remove an App Store installation") as db:
                 db.execute("UPDATE app_installs SET status = 'uninstalled', sealed = NULL, changed_at = ? "
                            "WHERE api_public_hash = ?", (utc_text(now), install.api_public_hash))
         if shop_id is None:

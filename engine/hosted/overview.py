@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from engine.ops.runner import PLAN_LIMITS, PLAN_YEAR_ZONE
-from engine.ops.state.base import StateStore, utc_parse, utc_text
+from engine.ops.state.base import utc_parse, utc_text
+from engine.ops.state.sql import SqlStateStore
 from engine.hosted.shops import Shop, ShopRegistry, scope
 
 #: an active shop without a finished run for this long is overdue (its daily run did not happen)
@@ -36,13 +37,13 @@ class ShopRow:
         return bool(self.attention)
 
 
-def overview(store: StateStore, mapping_name: str, now: datetime) -> list[ShopRow]:
+def overview(store: SqlStateStore, mapping_name: str, now: datetime) -> list[ShopRow]:
     """One row per shop (removed ones too), with what needs the operator's attention."""
     shops = ShopRegistry(store).all()
     scopes = {scope(s.id, mapping_name): s for s in shops}
     year = now.astimezone(ZoneInfo(PLAN_YEAR_ZONE)).year
     start, end = (utc_text(datetime(year + i, 1, 1, tzinfo=ZoneInfo(PLAN_YEAR_ZONE))) for i in (0, 1))
-    with store._read() as db:
+    with store.read() as db:
         last = {r[0]: (r[1], r[2], r[3]) for r in db.execute(
             "SELECT r.mapping, r.outcome, r.started_at, r.finished_at FROM runs r "
             "JOIN (SELECT mapping, MAX(id) AS id FROM runs GROUP BY mapping) l ON l.id = r.id").fetchall()}

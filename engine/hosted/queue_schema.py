@@ -29,7 +29,7 @@ def apply_queue_schema(store, database: str) -> str:
             app.schema_manager.apply_schema()
     except Exception as exc:  # its errors are psycopg's: one line, no URL
         raise StateError(f"cannot apply the job queue's schema: {' '.join(str(exc).split())}") from None
-    with store._write("record the job queue's schema") as db:
+    with store.write("record the job queue's schema") as db:
         db.execute("INSERT INTO queue_schema (package, version, applied_at) VALUES (?, ?, ?)",
                    ("procrastinate", release, utc_text(now())))
     return f"procrastinate {release} applied"

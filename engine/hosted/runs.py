@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import MapperError
-from engine.ops.state.base import StateStore
+from engine.ops.state.sql import SqlStateStore
 from engine.hosted.shops import Shop, ShopRegistry, ShopSecrets, scope
 
 __all__ = ["CompiledMapping", "ShopState", "run_shop", "shop_environment"]
@@ -40,7 +40,7 @@ class ShopState:
     is made the shop's own here, so the runner, sinks and debtor register work unchanged.
     """
 
-    def __init__(self, store: StateStore, shop_id: str, owns: bool = False):
+    def __init__(self, store: SqlStateStore, shop_id: str, owns: bool = False):
         """``owns``: the store is this view's own and closes with it (a command's)."""
         self._store, self._shop_id, self._owns = store, shop_id, owns
 
@@ -98,10 +98,10 @@ class CompiledMapping:
 
     def for_environment(self, environ: dict[str, str]) -> Any:
         from engine.config.mapping import reread_sections
-        return reread_sections(self.mapping, environ, ("source", "destination"))
+        return reread_sections(self.mapping, environ)
 
 
-def run_shop(shop_id: str, *, store: StateStore, registry: ShopRegistry, compiled: CompiledMapping,
+def run_shop(shop_id: str, *, store: SqlStateStore, registry: ShopRegistry, compiled: CompiledMapping,
              outbox_root: str | Path, wait_seconds: float = 0.0, since=None, until=None,
              open_source: Callable[[Any], Any] | None = None) -> Any:
     """Run one shop's day (or back-fill); returns the RunResult, or None if the shop is not active.

@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 from engine.errors import ConfigError
 from engine.io.http.client import is_loopback_host
-from engine.ops.state.base import StateError, StateStore, clean_reason, utc_parse, utc_text
+from engine.ops.state.base import StateError, clean_reason, utc_parse, utc_parse_required, utc_text
+from engine.ops.state.sql import SqlStateStore
 from engine.hosted.crypto import SecretBox
 
 __all__ = ["PLANS", "STATUSES", "Shop", "ShopRegistry", "ShopSecrets", "UnknownShop", "retry_delay",
@@ -121,7 +122,7 @@ def _shop(r: tuple) -> Shop:
     return Shop(id=r[0], name=r[1], api_root=r[2], status=r[3], plan=r[4], destination=r[5],
                 run_minute=int(r[6]), next_run_at=utc_parse(r[7]), contact_name=r[8],
                 contact_email=r[9], status_reason=r[10], failures=int(r[11]), last_error=r[12],
-                created_at=utc_parse(r[13]), changed_at=utc_parse(r[14]), run_on_hint=bool(r[15]))
+                created_at=utc_parse_required(r[13]), changed_at=utc_parse_required(r[14]), run_on_hint=bool(r[15]))
 
 
 def check_api_root(url: str) -> str:
@@ -140,7 +141,7 @@ def check_api_root(url: str) -> str:
 class ShopRegistry:
     """The ``shops`` table of a state store (SQLite or PostgreSQL), secrets sealed by ``box``."""
 
-    def __init__(self, store: StateStore, box: SecretBox | None = None):
+    def __init__(self, store: SqlStateStore, box: SecretBox | None = None):
         self.store = store
         self.box = box
 
@@ -156,7 +157,7 @@ class ShopRegistry:
 
     # ---- reading
     def get(self, shop_id: str) -> Shop:
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute(f"SELECT {_COLS} FROM shops WHERE id = ?", (shop_id,)).fetchone()
         if row is None:
             raise UnknownShop(shop_id)
@@ -164,18 +165,18 @@ class ShopRegistry:
 
     def all(self, include_removed: bool = True) -> list[Shop]:
         where = "" if include_removed else "WHERE status <> 'removed' "
-        with self.store._read() as db:
+        with self.store.read() as db:
             rows = db.execute(f"SELECT {_COLS} FROM shops {where}ORDER BY created_at, id").fetchall()
         return [_shop(r) for r in rows]
 
     def by_api_public(self, api_public: str) -> Shop | None:
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute(f"SELECT {_COLS} FROM shops WHERE api_public_hash = ?",
                              (self._public_hash(api_public),)).fetchone()
         return None if row is None else _shop(row)
 
     def secrets(self, shop_id: str) -> ShopSecrets:
-        with self.store._read() as db:
+        with self.store.read() as db:
             row = db.execute("SELECT secrets FROM shops WHERE id = ?", (shop_id,)).fetchone()
         if row is None:
             raise UnknownShop(shop_id)
@@ -202,7 +203,7 @@ class ShopRegistry:
             "ccv_public": ccv_public, "ccv_secret": ccv_secret, "licence_code": licence_code,
             "debtor_key": _random.token_hex(32), "asperion": asperion}))
         stamp = utc_text(now)
-        with self.store._write("add a shop") as db:
+        with self.store.write("add a shop") as db:
             public_hash = self._public_hash(ccv_public)
             if db.execute("SELECT 1 FROM shops WHERE api_public_hash = ?", (public_hash,)).fetchone():
                 raise ConfigError("a shop with this CCV public key is already registered")
@@ -230,7 +231,7 @@ class ShopRegistry:
         data = {"ccv_public": secrets.ccv_public, "ccv_secret": secrets.ccv_secret,
                 "licence_code": secrets.licence_code if licence_code is None else licence_code,
                 "debtor_key": secrets.debtor_key, "asperion": secrets.asperion}
-        with self.store._write("change a shop's details") as db:
+        with self.store.write("change a shop's details") as db:
             db.execute("UPDATE shops SET name = ?, contact_name = ?, contact_email = ?, secrets = ?, "
                        "changed_at = ? WHERE id = ?",
                        (name, name, contact_email, self._box().seal(json.dumps(data)), utc_text(now), shop_id))
@@ -243,7 +244,7 @@ class ShopRegistry:
         if shop.status == "removed":
             raise StateError(f"shop {shop_id} was removed; add it again to serve it")
         next_run = shop.next_run_at or next_daily_run(shop.run_minute, now)
-        with self.store._write("change a shop's status") as db:
+        with self.store.write("change a shop's status") as db:
             db.execute("UPDATE shops SET status = ?, status_reason = ?, changed_at = ?, "
                        "next_run_at = ?, failures = CASE WHEN ? = 'active' THEN 0 ELSE failures END "
                        "WHERE id = ?",
@@ -254,13 +255,13 @@ class ShopRegistry:
     def remove(self, shop_id: str, now: datetime) -> Shop:
         """Stop serving a shop at once: its secrets are deleted, its audit rows stay."""
         self.get(shop_id)
-        with self.store._write("remove a shop") as db:
+        with self.store.write("remove a shop") as db:
             db.execute("UPDATE shops SET status = 'removed', secrets = NULL, api_public_hash = NULL, "
                        "next_run_at = NULL, changed_at = ? WHERE id = ?", (utc_text(now), shop_id))
         return self.get(shop_id)
 
     def run_soon(self, shop_id: str, at: datetime) -> None:
-        with self.store._write("schedule a shop") as db:
+        with self.store.write("schedule a shop") as db:
             db.execute("UPDATE shops SET next_run_at = ? WHERE id = ? AND status = 'active'",
                        (utc_text(at), shop_id))
 
@@ -271,7 +272,7 @@ class ShopRegistry:
         (:meth:`record_run` sets the next daily run or a retry): a run whose outcome was
         never recorded (its worker and the job lost, the database gone) is not forgotten.
         """
-        with self.store._write("claim the shops that are due") as db:
+        with self.store.write("claim the shops that are due") as db:
             rows = db.execute("SELECT id FROM shops WHERE status = 'active' "
                               "AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
                               (utc_text(now), int(limit))).fetchall()
@@ -284,7 +285,7 @@ class ShopRegistry:
         """After a run: a success clears the failures; a failure schedules a retry with backoff."""
         shop = self.get(shop_id)
         daily = next_daily_run(shop.run_minute, now)
-        with self.store._write("record a shop's run") as db:
+        with self.store.write("record a shop's run") as db:
             if ok:
                 db.execute("UPDATE shops SET failures = 0, last_error = NULL, next_run_at = "
                            "CASE WHEN status = 'active' THEN ? ELSE next_run_at END WHERE id = ?",
@@ -301,7 +302,7 @@ class ShopRegistry:
         """Seal every shop's secrets under the current master key (after a rotation)."""
         box = self._box()
         count = 0
-        with self.store._write("reseal the shops' secrets") as db:
+        with self.store.write("reseal the shops' secrets") as db:
             for shop_id, sealed in db.execute(
                     "SELECT id, secrets FROM shops WHERE secrets IS NOT NULL").fetchall():
                 db.execute("UPDATE shops SET secrets = ? WHERE id = ?",

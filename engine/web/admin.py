@@ -121,7 +121,7 @@ class AdminRoutes:
 
     def _blocked(self, client: str) -> str | None:
         since = utc_text(now() - THROTTLE_WINDOW)
-        with self.ctx.store() as store, store._read() as db:
+        with self.ctx.store() as store, store.read() as db:
             mine = db.execute("SELECT COUNT(*) FROM admin_login_failures WHERE client = ? AND at >= ?",
                               (client, since)).fetchone()[0]
             everyone = db.execute("SELECT COUNT(*) FROM admin_login_failures WHERE at >= ?", (since,)).fetchone()[0]
@@ -133,12 +133,12 @@ class AdminRoutes:
 
     def _failed(self, client: str) -> None:
         stamp = now()
-        with self.ctx.store() as store, store._write("count a failed login") as db:
+        with self.ctx.store() as store, store.write("count a failed login") as db:
             db.execute("INSERT INTO admin_login_failures (client, at) VALUES (?, ?)", (client, utc_text(stamp)))
             db.execute("DELETE FROM admin_login_failures WHERE at < ?", (utc_text(stamp - timedelta(days=1)),))
 
     def _succeeded(self, client: str) -> None:
-        with self.ctx.store() as store, store._write("clear failed logins") as db:
+        with self.ctx.store() as store, store.write("clear failed logins") as db:
             db.execute("DELETE FROM admin_login_failures WHERE client = ?", (client,))
 
     async def logout(self, request: Request) -> Response:

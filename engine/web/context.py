@@ -114,7 +114,7 @@ class WebContext:
 
     def queue_depth(self) -> tuple[int, float | None]:
         """(jobs waiting and due, seconds the oldest of them has waited)."""
-        with self.store() as store, store._read() as db:
+        with self.store() as store, store.read() as db:
             row = db.execute(
                 "SELECT COUNT(*), EXTRACT(EPOCH FROM now() - MIN(COALESCE(scheduled_at, e.at))) "
                 "FROM procrastinate_jobs j LEFT JOIN LATERAL (SELECT MIN(at) AS at FROM procrastinate_events "

@@ -30,7 +30,7 @@ class _Collector:
         name = self.ctx.compiled.mapping.name
         with self.ctx.store() as store:
             rows = overview(store, name, now())
-            with store._read() as db:
+            with store.read() as db:
                 outcomes = db.execute("SELECT COALESCE(outcome, 'running'), COUNT(*) FROM runs "
                                       "WHERE mapping LIKE ? GROUP BY 1", (f"%/{name}",)).fetchall()
                 totals = {}

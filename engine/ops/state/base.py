@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from engine.errors import MapperError
+
+if TYPE_CHECKING:
+    from engine.ops.state.sql import SqlStateStore
 
 __all__ = [
     "Batch",
@@ -269,6 +272,11 @@ def utc_text(value: datetime | None) -> str:
 def utc_parse(text: str | None) -> datetime | None:
     if text is None:
         return None
+    return utc_parse_required(text)
+
+
+def utc_parse_required(text: str) -> datetime:
+    """:func:`utc_parse` of a timestamp that is always there (a ``NOT NULL`` column)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
@@ -590,7 +598,7 @@ def _sqlite_path(url: str) -> Path:
 
 
 def open_state(url_or_path: str | os.PathLike | None = None, *,
-               readonly: bool = False) -> StateStore:
+               readonly: bool = False) -> SqlStateStore:
     """Open the state store named by a path or URL (None/empty: :func:`default_state_path`).
 
     ``PATH`` or ``sqlite:///PATH`` -> SQLite; ``postgresql://...`` -> PostgreSQL.

@@ -183,6 +183,11 @@ class PostgresStateStore(SQLiteStateStore):
             raise StateError(f"cannot connect to the state database {self.location}: "
                              f"{_words(exc)}; is the server running and the URL right?") from None
 
+    def _db(self) -> _Connection:
+        conn = super()._db()
+        assert isinstance(conn, _Connection)    # the only kind this store opens (__init__)
+        return conn
+
     def __repr__(self) -> str:
         return f"<PostgresStateStore {self.location}{' (read-only)' if self.readonly else ''}>"
 
@@ -223,7 +228,7 @@ class PostgresStateStore(SQLiteStateStore):
     # ------------------------------------------------------------------ transactions
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[_Connection]:
+    def write(self, what: str) -> Iterator[_Connection]:
         self._writable(what)
         with self._mutex:
             conn = self._db()
@@ -244,7 +249,7 @@ class PostgresStateStore(SQLiteStateStore):
                                  f"run again") from None
 
     @contextmanager
-    def _read(self) -> Iterator[_Connection]:
+    def read(self) -> Iterator[_Connection]:
         with self._mutex:
             conn = self._db()
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

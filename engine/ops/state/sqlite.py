@@ -32,10 +32,11 @@ from engine.ops.state import migrations as _migrations
 from engine.batching import chunks
 from engine.ops.state.base import (
     Batch, BatchConflict, BatchStateError, CreditEntry, EnabledState, Hint, LockBusy, LockInfo, OrderRef,
-    QuarantineEntry, ReadOnlyStateError, Run, StateError, StateStore, StateVersionError,
+    QuarantineEntry, ReadOnlyStateError, Run, StateError, StateVersionError,
     UnknownBatch, WebhookToken, check_counts, check_key_hash, check_mapping, clean_reason, shop_id_list,
-    utc_parse, utc_text,
+    utc_parse, utc_parse_required, utc_text,
 )
+from engine.ops.state.sql import SqlConnection, SqlStateStore
 
 __all__ = ["SQLiteStateStore", "lock_path_for"]
 
@@ -76,7 +77,7 @@ def lock_path_for(db_path: Path, mapping: str) -> Path:
     return db_path.with_name(f"{db_path.name}.{slug[:80]}.lock")
 
 
-class SQLiteStateStore(StateStore):
+class SQLiteStateStore(SqlStateStore):
     #: what the database raises when a unique index refuses a row (PostgreSQL's store differs)
     _integrity_error: type[Exception] = sqlite3.IntegrityError
 
@@ -88,7 +89,7 @@ class SQLiteStateStore(StateStore):
         self.readonly = readonly
         self._busy_timeout = busy_timeout
         self._mutex = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: SqlConnection | None = None
         target = latest_version() if schema_version is None else schema_version
         if not 0 <= target <= latest_version():
             raise ValueError(f"schema_version must be within 0..{latest_version()}")
@@ -166,7 +167,7 @@ class SQLiteStateStore(StateStore):
         self._migrate(target)
 
     def _version(self) -> int:
-        conn = self._conn
+        conn = self._db()
         tables = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "schema_version" not in tables:
@@ -187,7 +188,7 @@ class SQLiteStateStore(StateStore):
         for mig in _migration_list():
             if mig.version > target:
                 break
-            conn = self._conn
+            conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 current = self._version()        # re-read under the write lock
@@ -227,13 +228,13 @@ class SQLiteStateStore(StateStore):
             raise ReadOnlyStateError(
                 f"the state store is open read-only (dry-run); refused to {what}")
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> SqlConnection:
         if self._conn is None:
             raise StateError("the state store is closed")
         return self._conn
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+    def write(self, what: str) -> Iterator[SqlConnection]:
         self._writable(what)
         with self._mutex:
             conn = self._db()
@@ -252,7 +253,7 @@ class SQLiteStateStore(StateStore):
                                  f"nothing was marked done that was not done, run again") from None
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[SqlConnection]:
         """A consistent snapshot for reads that take more than one statement."""
         with self._mutex:
             conn = self._db()
@@ -267,14 +268,14 @@ class SQLiteStateStore(StateStore):
 
     def begin_run(self, mapping: str, started_at: datetime, mode: str) -> int:
         check_mapping(mapping)
-        with self._write("record a run") as db:
+        with self.write("record a run") as db:
             return int(db.execute("INSERT INTO runs (mapping, mode, started_at) VALUES (?, ?, ?) "
                                   "RETURNING id", (mapping, str(mode), utc_text(started_at))).fetchone()[0])
 
     def finish_run(self, run_id: int, outcome: str, counts: Mapping[str, int],
                    report_path: str | None = None, finished_at: datetime | None = None) -> None:
         counts_json = json.dumps(check_counts(counts), sort_keys=True)
-        with self._write("record a run") as db:
+        with self.write("record a run") as db:
             cur = db.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, report_path = ? "
                 "WHERE id = ?",
@@ -289,7 +290,7 @@ class SQLiteStateStore(StateStore):
                 "SELECT id, mapping, started_at, mode, finished_at, outcome, counts, report_path "
                 "FROM runs WHERE mapping = ? ORDER BY id DESC LIMIT ?",
                 (mapping, int(limit))).fetchall()
-        return [Run(id=r[0], mapping=r[1], started_at=utc_parse(r[2]), mode=r[3],
+        return [Run(id=r[0], mapping=r[1], started_at=utc_parse_required(r[2]), mode=r[3],
                     finished_at=utc_parse(r[4]), outcome=r[5], counts=json.loads(r[6] or "{}"),
                     report_path=r[7]) for r in rows]
 
@@ -298,7 +299,7 @@ class SQLiteStateStore(StateStore):
     _BATCH_COLS = ("id, mapping, file_name, status, created_at, delivered_at, checksum, "
                    "remote_id, run_id, discarded_at, expected_checksum")
 
-    def _batches(self, db: sqlite3.Connection, where: str, params: tuple) -> list[Batch]:
+    def _batches(self, db: SqlConnection, where: str, params: tuple) -> list[Batch]:
         rows = db.execute(f"SELECT {self._BATCH_COLS} FROM batches WHERE {where} "
                           "ORDER BY created_at, id", params).fetchall()
         out = []
@@ -308,13 +309,13 @@ class SQLiteStateStore(StateStore):
                     "SELECT shop_id, number, order_date FROM batch_orders WHERE batch_id = ? "
                     "ORDER BY rowid", (r[0],)))
             out.append(Batch(id=r[0], mapping=r[1], file_name=r[2], status=r[3],
-                             created_at=utc_parse(r[4]), orders=orders,
+                             created_at=utc_parse_required(r[4]), orders=orders,
                              delivered_at=utc_parse(r[5]), checksum=r[6], remote_id=r[7],
                              run_id=r[8], discarded_at=utc_parse(r[9]),
                              expected_checksum=r[10]))
         return out
 
-    def _one_batch(self, db: sqlite3.Connection, batch_id: str) -> Batch:
+    def _one_batch(self, db: SqlConnection, batch_id: str) -> Batch:
         found = self._batches(db, "id = ?", (batch_id,))
         if not found:
             raise UnknownBatch(batch_id)
@@ -332,7 +333,7 @@ class SQLiteStateStore(StateStore):
             raise StateError(f"batch {batch_id!r} lists order(s) more than once: "
                              f"{', '.join(twice[:5])}")
         created = utc_text(created_at)
-        with self._write("record a batch") as db:
+        with self.write("record a batch") as db:
             if db.execute("SELECT 1 FROM batches WHERE id = ?", (batch_id,)).fetchone():
                 raise BatchStateError(f"a batch with id {batch_id!r} already exists")
             conflicts: dict[str, str] = {}
@@ -359,7 +360,7 @@ class SQLiteStateStore(StateStore):
     def mark_delivered(self, batch_id: str, checksum: str, delivered_at: datetime,
                        remote_id: str | None = None) -> Batch:
         when = utc_text(delivered_at)
-        with self._write("mark a batch delivered") as db:
+        with self.write("mark a batch delivered") as db:
             current = self._one_batch(db, str(batch_id))
             if current.status == "delivered":
                 if current.checksum == checksum:
@@ -376,7 +377,7 @@ class SQLiteStateStore(StateStore):
             return self._one_batch(db, str(batch_id))
 
     def expect_checksum(self, batch_id: str, checksum: str) -> Batch:
-        with self._write("record a batch's checksum") as db:
+        with self.write("record a batch's checksum") as db:
             current = self._one_batch(db, str(batch_id))
             if current.status != "pending":
                 raise BatchStateError(f"batch {batch_id!r} is {current.status}; only a pending "
@@ -387,7 +388,7 @@ class SQLiteStateStore(StateStore):
 
     def discard_batch(self, batch_id: str, at: datetime | None = None) -> Batch:
         when = utc_text(at)
-        with self._write("discard a batch") as db:
+        with self.write("discard a batch") as db:
             current = self._one_batch(db, str(batch_id))
             if current.status == "discarded":
                 return current
@@ -400,18 +401,18 @@ class SQLiteStateStore(StateStore):
             return self._one_batch(db, str(batch_id))
 
     def pending_batches(self, mapping: str) -> list[Batch]:
-        with self._read() as db:
+        with self.read() as db:
             return self._batches(db, "mapping = ? AND status = 'pending'", (mapping,))
 
     def batch(self, batch_id: str) -> Batch | None:
-        with self._read() as db:
+        with self.read() as db:
             found = self._batches(db, "id = ?", (str(batch_id),))
         return found[0] if found else None
 
     def delivered(self, mapping: str, shop_ids: Iterable[str]) -> set[str]:
         ids = shop_id_list(shop_ids)
         out: set[str] = set()
-        with self._read() as db:
+        with self.read() as db:
             for part in chunks(ids, CHUNK):
                 out.update(r[0] for r in db.execute(
                     "SELECT o.shop_id FROM batch_orders o JOIN batches b ON b.id = o.batch_id "
@@ -438,15 +439,15 @@ class SQLiteStateStore(StateStore):
     @staticmethod
     def _q(r: tuple) -> QuarantineEntry:
         return QuarantineEntry(mapping=r[0], shop_id=r[1], number=r[2], reason=r[3], status=r[4],
-                               attempts=r[5], first_seen=utc_parse(r[6]),
-                               last_seen=utc_parse(r[7]), dropped_at=utc_parse(r[8]))
+                               attempts=r[5], first_seen=utc_parse_required(r[6]),
+                               last_seen=utc_parse_required(r[7]), dropped_at=utc_parse(r[8]))
 
     def quarantine(self, mapping: str, shop_id: str, number: str | None, reason: str,
                    seen_at: datetime) -> QuarantineEntry:
         check_mapping(mapping)
         sid = shop_id_list([shop_id])[0]
         when = utc_text(seen_at)
-        with self._write("quarantine an order") as db:
+        with self.write("quarantine an order") as db:
             db.execute(
                 "INSERT INTO quarantine (mapping, shop_id, number, reason, status, attempts, "
                 "first_seen, last_seen) VALUES (?, ?, ?, ?, 'open', 1, ?, ?) "
@@ -462,7 +463,7 @@ class SQLiteStateStore(StateStore):
     def release(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)
         removed = 0
-        with self._write("release quarantined orders") as db:
+        with self.write("release quarantined orders") as db:
             for part in chunks(ids, CHUNK):
                 removed += db.execute(
                     f"DELETE FROM quarantine WHERE mapping = ? AND shop_id IN "
@@ -473,7 +474,7 @@ class SQLiteStateStore(StateStore):
         check_mapping(mapping)
         sid = shop_id_list([shop_id])[0]
         when = utc_text(at)
-        with self._write("drop an order") as db:
+        with self.write("drop an order") as db:
             db.execute(
                 "INSERT INTO quarantine (mapping, shop_id, number, reason, status, attempts, "
                 "first_seen, last_seen, dropped_at) VALUES (?, ?, NULL, ?, 'dropped', 0, ?, ?, ?) "
@@ -484,7 +485,7 @@ class SQLiteStateStore(StateStore):
     def retry(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)
         changed = 0
-        with self._write("retry quarantined orders") as db:
+        with self.write("retry quarantined orders") as db:
             for part in chunks(ids, CHUNK):
                 changed += db.execute(
                     "UPDATE quarantine SET status = 'open', dropped_at = NULL "
@@ -517,7 +518,7 @@ class SQLiteStateStore(StateStore):
     def add_hint(self, mapping: str, shop_id: str, event: str, at: datetime) -> bool:
         check_mapping(mapping)
         sid = shop_id_list([shop_id])[0]
-        with self._write("record a webhook hint") as db:
+        with self.write("record a webhook hint") as db:
             return db.execute(
                 "INSERT INTO hints (mapping, shop_id, event, received_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (mapping, shop_id) DO NOTHING",
@@ -531,12 +532,12 @@ class SQLiteStateStore(StateStore):
             rows = self._db().execute(
                 "SELECT shop_id, event, received_at, status, reason FROM hints WHERE mapping = ? "
                 "ORDER BY received_at, shop_id", (mapping,)).fetchall()
-        return [Hint(shop_id=r[0], event=r[1], received_at=utc_parse(r[2]), status=r[3], reason=r[4])
+        return [Hint(shop_id=r[0], event=r[1], received_at=utc_parse_required(r[2]), status=r[3], reason=r[4])
                 for r in rows]
 
     def refuse_hint(self, mapping: str, shop_id: str, reason: str, at: datetime) -> None:
         sid = shop_id_list([shop_id])[0]
-        with self._write("refuse a webhook hint") as db:
+        with self.write("refuse a webhook hint") as db:
             db.execute("UPDATE hints SET status = 'refused', reason = ? WHERE mapping = ? AND shop_id = ?",
                        (clean_reason(reason), mapping, sid))
 
@@ -551,7 +552,7 @@ class SQLiteStateStore(StateStore):
     def hold(self, mapping: str, orders: Iterable[OrderRef], at: datetime) -> int:
         check_mapping(mapping)
         refs = [o if isinstance(o, OrderRef) else OrderRef(*o) for o in orders]
-        with self._write("hold orders for the plan") as db:
+        with self.write("hold orders for the plan") as db:
             return sum(db.execute(
                 "INSERT INTO held (mapping, shop_id, number, order_date, held_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (mapping, shop_id) DO NOTHING",
@@ -561,12 +562,12 @@ class SQLiteStateStore(StateStore):
         with self._mutex:
             rows = self._db().execute("SELECT shop_id, number, order_date, held_at FROM held WHERE mapping = ? "
                                       "ORDER BY held_at, shop_id", (mapping,)).fetchall()
-        return [(OrderRef(r[0], r[1], r[2]), utc_parse(r[3])) for r in rows]
+        return [(OrderRef(r[0], r[1], r[2]), utc_parse_required(r[3])) for r in rows]
 
     def record_credit(self, mapping: str, entry: CreditEntry) -> None:
         check_mapping(mapping)
         sid = shop_id_list([entry.credit_id])[0]
-        with self._write("record a credit") as db:
+        with self.write("record a credit") as db:
             db.execute(
                 "INSERT INTO credits (mapping, credit_id, order_id, amount, status, reason, recorded_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mapping, credit_id) DO UPDATE SET "
@@ -593,7 +594,7 @@ class SQLiteStateStore(StateStore):
     def unhold(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)
         removed = 0
-        with self._write("release held orders") as db:
+        with self.write("release held orders") as db:
             for part in chunks(ids, CHUNK):
                 removed += db.execute(f"DELETE FROM held WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
                                       (mapping, *part)).rowcount
@@ -607,20 +608,20 @@ class SQLiteStateStore(StateStore):
 
     def set_register_check(self, mapping: str, check_value: str, at: datetime) -> None:
         check_mapping(mapping)
-        with self._write("record the register's key check") as db:
+        with self.write("record the register's key check") as db:
             db.execute("INSERT INTO register_check (mapping, check_value, recorded_at) VALUES (?, ?, ?) "
                        "ON CONFLICT (mapping) DO UPDATE SET check_value = excluded.check_value, "
                        "recorded_at = excluded.recorded_at", (mapping, str(check_value), utc_text(at)))
 
     def forget_register(self, mapping: str) -> int:
-        with self._write("forget the debtor register") as db:
+        with self.write("forget the debtor register") as db:
             return db.execute("DELETE FROM debtors WHERE mapping = ?", (mapping,)).rowcount
 
     # ------------------------------------------------------------------ webhook tokens, start
 
     def add_webhook_token(self, mapping: str, token_hash: str, event: str, at: datetime) -> None:
         check_mapping(mapping)
-        with self._write("record a webhook subscription") as db:
+        with self.write("record a webhook subscription") as db:
             db.execute("INSERT INTO webhook_tokens (token_hash, mapping, event, created_at) "
                        "VALUES (?, ?, ?, ?)", (str(token_hash), mapping, str(event), utc_text(at)))
 
@@ -628,18 +629,18 @@ class SQLiteStateStore(StateStore):
         with self._mutex:
             r = self._db().execute("SELECT token_hash, mapping, event, created_at FROM webhook_tokens "
                                    "WHERE token_hash = ?", (str(token_hash),)).fetchone()
-        return None if r is None else WebhookToken(r[0], r[1], r[2], utc_parse(r[3]))
+        return None if r is None else WebhookToken(r[0], r[1], r[2], utc_parse_required(r[3]))
 
     def webhook_tokens(self, mapping: str) -> list[WebhookToken]:
         with self._mutex:
             rows = self._db().execute("SELECT token_hash, mapping, event, created_at FROM webhook_tokens "
                                       "WHERE mapping = ? ORDER BY created_at", (mapping,)).fetchall()
-        return [WebhookToken(r[0], r[1], r[2], utc_parse(r[3])) for r in rows]
+        return [WebhookToken(r[0], r[1], r[2], utc_parse_required(r[3])) for r in rows]
 
     def remove_webhook_tokens(self, mapping: str, hash_prefix: str) -> int:
         if len(hash_prefix) < 6:
             raise ValueError("give at least 6 characters of the subscription id")
-        with self._write("remove a webhook subscription") as db:
+        with self.write("remove a webhook subscription") as db:
             return db.execute("DELETE FROM webhook_tokens WHERE mapping = ? AND substr(token_hash, 1, ?) = ?",
                               (mapping, len(hash_prefix), hash_prefix)).rowcount
 
@@ -651,7 +652,7 @@ class SQLiteStateStore(StateStore):
 
     def record_start_date(self, mapping: str, day: date, at: datetime) -> date:
         check_mapping(mapping)
-        with self._write("record the connector's start") as db:
+        with self.write("record the connector's start") as db:
             db.execute("INSERT INTO connector_start (mapping, start_date, recorded_at) VALUES (?, ?, ?) "
                        "ON CONFLICT (mapping) DO NOTHING", (mapping, day.isoformat(), utc_text(at)))
             return date.fromisoformat(db.execute("SELECT start_date FROM connector_start WHERE mapping = ?",
@@ -660,7 +661,7 @@ class SQLiteStateStore(StateStore):
     def clear_hints(self, mapping: str, shop_ids: Iterable[str]) -> int:
         ids = shop_id_list(shop_ids)
         removed = 0
-        with self._write("clear webhook hints") as db:
+        with self.write("clear webhook hints") as db:
             for part in chunks(ids, CHUNK):
                 removed += db.execute(
                     f"DELETE FROM hints WHERE mapping = ? AND shop_id IN ({_marks(len(part))})",
@@ -672,7 +673,7 @@ class SQLiteStateStore(StateStore):
     def set_enabled(self, mapping: str, enabled: bool, at: datetime,
                     reason: str | None = None) -> None:
         check_mapping(mapping)
-        with self._write("enable or disable a mapping") as db:
+        with self.write("enable or disable a mapping") as db:
             db.execute(
                 "INSERT INTO mapping_switch (mapping, enabled, changed_at, reason) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (mapping) DO UPDATE SET "
@@ -708,7 +709,7 @@ class SQLiteStateStore(StateStore):
         check_mapping(mapping)
         for h in entries:
             check_key_hash(h)
-        with self._write("remember debtors") as db:
+        with self.write("remember debtors") as db:
             db.executemany("INSERT INTO debtors (mapping, key_hash, debtor_number) VALUES (?, ?, ?) "
                            "ON CONFLICT (mapping, key_hash) DO NOTHING",
                            [(mapping, h, str(n)) for h, n in entries.items()])
@@ -731,7 +732,7 @@ class SQLiteStateStore(StateStore):
     def debtor_next_number(self, mapping: str, start: int) -> int:
         check_mapping(mapping)
         start = int(start)
-        with self._write("take a debtor number") as db:
+        with self.write("take a debtor number") as db:
             row = db.execute("SELECT value FROM sequences WHERE mapping = ? AND name = ?",
                              (mapping, DEBTOR_SEQUENCE)).fetchone()
             number = start if row is None else max(start, row[0] + 1)
