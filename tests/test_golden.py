@@ -123,3 +123,15 @@ def test_delivery_address_only_when_it_differs(preview):
     orders = _orders_by_number(root)
     assert [a.get("type") for a in orders["1021"].findall("Debtor/Address")] == ["invoice", "delivery"]
     assert [a.get("type") for a in orders["1001"].findall("Debtor/Address")] == ["invoice"]
+
+
+def test_a_preview_lists_max_rows_rows_and_flags_and_counts_them_all(preview, monkeypatch):
+    """A dry-run of a large back-fill keeps its table and flag list bounded (memory), while
+    the counts and totals cover every order."""
+    _, full, _ = preview
+    assert full.converted == 21 and full.flag_count == len(full.flags) == 23
+    monkeypatch.setenv("MAPPER_NOW", "2026-11-26T21:00:00Z")
+    _, small = run_preview(MAPPING, FIXTURES, max_rows=2)
+    assert small.converted == 21 and len(small.rows) == 2
+    assert small.flag_count == 23 and small.flags == full.flags[:2]
+    assert small.totals == full.totals

@@ -124,7 +124,7 @@ class CreditRun:
         known[credit.id] = entry
         if status != "settled":   # nothing left to credit: the earlier credits said it all
             r.result.counts["credits_unbooked"] += 1
-            r.result.flags.append((number or credit.id, f"not credited: {reason}"))
+            r.flag(number or credit.id, f"not credited: {reason}")
 
     def _lookup(self, order_id: str) -> Any:
         if order_id not in self._records:

@@ -63,12 +63,12 @@ def dry_run(mapping: LoadedMapping, source: Source, out: BinaryIO | None, *, sto
     with _state_or_empty(store) as state:
         runner = Runner(mapping, source, RehearsalState(state), plan=plan, since=since, until=until,
                         chunk=PREVIEW_CHUNK, matcher=matcher, sink=sink, validator=validator,
-                        window=window or poll_window(mapping, since, until, today=None))
+                        window=window or poll_window(mapping, since, until, today=None), flags_kept=max_rows)
         with _streaming_gc():
             result = runner.run()
     c = result.counts
     return Summary(seen=c["fetched"], converted=sink.invoices, excluded=result.excluded_by,
-                   quarantined=result.quarantined, flags=result.flags[:max_rows], flag_count=len(result.flags),
+                   quarantined=result.quarantined, flags=result.flags, flag_count=result.flag_count,
                    rows=sink.rows, totals=sink.totals, outside_window=c["outside_window"],
                    duplicates=runner.intake.duplicates, already_delivered=c["already_delivered"],
                    dropped=c["dropped_skipped"], held_by_plan=c["held_by_plan"], credited=sink.credit_notes,

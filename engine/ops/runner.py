@@ -52,7 +52,8 @@ class RunResult:
     quarantined: list[Quarantined] = field(default_factory=list)
     #: the orders not counted, by the ``where`` condition they fail
     excluded_by: dict[str, int] = field(default_factory=dict)
-    flags: list[tuple[str, str]] = field(default_factory=list)
+    flags: list[tuple[str, str]] = field(default_factory=list)   # (number, message): up to the runner's flags_kept
+    flag_count: int = 0
     messages: list[str] = field(default_factory=list)
 
 
@@ -87,10 +88,12 @@ class Runner:
                  plan: str = "plus", since: date | None = None, until: date | None = None,
                  progress: Callable[[dict[str, int]], None] | None = None, chunk: int = 200,
                  matcher: Any = None, destination: Any = None, sink: Sink | None = None,
-                 window: dict[str, str] | None = None, validator: Validator | None = None):
+                 window: dict[str, str] | None = None, validator: Validator | None = None,
+                 flags_kept: int | None = None):
         """``outbox`` for a file mapping; ``destination`` (an ApiDestination) for an API one;
         ``sink`` instead of both (the dry-run's preview, with a :class:`RehearsalState`).
-        ``window``: what the source's templates see (default: the poll window)."""
+        ``window``: what the source's templates see (default: the poll window); ``flags_kept``:
+        at most this many flags listed (a preview's table; a run's report lists them all)."""
         self.m = mapping
         self.source = source
         self.store = store
@@ -102,6 +105,7 @@ class Runner:
         self.validator = validator or Validator(mapping.xsd_path)
         self.converter = Converter(mapping, matcher=matcher, validator=self.validator)
         self.result = RunResult()
+        self.flags_kept = flags_kept
         self._stamp = clock_now()
         self._delivered_this_year = 0
         self._outbox, self._destination, self._given_sink = outbox, destination, sink
@@ -191,9 +195,17 @@ class Runner:
             self._quarantine(Quarantined(outcome.shop_id, outcome.number, exc.reason, exc.field))
             return False
         self.accepted.add(outcome.shop_id)
-        self.result.flags.extend((outcome.number, f) for f in outcome.flags)
+        for message in outcome.flags:
+            self.flag(outcome.number, message)
         self._delivered(delivered)
         return True
+
+    def flag(self, number: str, message: str) -> None:
+        """A flag for the bookkeeper on an order or credit note in the delivery."""
+        r = self.result
+        r.flag_count += 1
+        if self.flags_kept is None or len(r.flags) < self.flags_kept:
+            r.flags.append((number, message))
 
     def _delivered(self, shop_ids: list[str]) -> None:
         if not shop_ids:
