@@ -104,7 +104,7 @@ def dry_run(
             else:
                 matcher, note = build_matcher(m, store, readonly=True, environ=dict(os.environ))
             kw = {"store": store, "window": window, "since": since_d, "until": until_d, "matcher": matcher,
-                  "bodies": bodies, "plan": resolve_plan(m, os.environ)}
+                  "bodies": bodies, "plan": resolve_plan(m, os.environ), "destination": dest}
             if out == "-":
                 summary = run_preview(m, source, sys.stdout.buffer, **kw)
                 sys.stdout.buffer.flush()

@@ -258,6 +258,15 @@ def test_api_destination_posts_credit_notes_naming_the_processed_invoice_number(
             order = json.loads((shop / name).read_text(encoding="utf-8"))
             order["status"] = 8
             (shop / name).write_text(json.dumps(order), encoding="utf-8")
+        # the dry-run asks the API what the run would (read only): the same descriptions, nothing posted
+        posted = len(sim.invoices(tenant))
+        preview = runner.invoke(cli.app, ["dry-run", str(api_mapping), "--fixtures", str(shop), "--since", SINCE,
+                                          "--state", str(tmp_path / "state.sqlite"), "--out", "-"])
+        assert preview.exit_code == 0, preview.output
+        assert "0 orders and 2 credit note(s) in the preview" in preview.output
+        assert "Creditnota bestelling 1001 (geannuleerd), bij factuur 2026-0042" in preview.output
+        assert "order 1002 cancelled: credits an invoice that is still a concept" in preview.output
+        assert len(sim.invoices(tenant)) == posted
         out = api_run()
         notes = [i for i in sim.invoices(tenant) if i["description"].startswith("Creditnota")]
         assert sorted(n["description"] for n in notes) == [

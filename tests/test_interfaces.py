@@ -67,3 +67,39 @@ def test_the_registries_of_auth_kinds_and_paginators_drive_the_schema(tmp_path, 
     with pytest.raises(MapperError) as typo:
         load_mapping(edited)
     assert "cursor_fieldd" in str(typo.value)
+
+
+API_ENV = {"ASPERION_URL": "https://api.asperion.test", "ASPERION_TENANT_ID": "tenant-1",
+           "ASPERION_CLIENT_ID": "client-1", "ASPERION_CLIENT_SECRET": "client-SECRET-1",
+           "ASPERION_REFRESH_TOKEN": "refresh-SECRET-1", "CCVSHOP_URL": "https://shop-1.test",
+           "CCVSHOP_PUBLIC_KEY": "pub-1", "CCVSHOP_SECRET_KEY": "ccv-SECRET-1"}
+
+
+def test_a_shop_is_bound_by_reading_source_and_destination_http_again(tmp_path):
+    """Hosted mode compiles once and reads a shop's URL and keys per run (reread_sections);
+    neither the loaded mapping's repr nor its specs' show a key; a ${VAR} in the compiled
+    part of destination.api that differs per shop is refused, not silently kept."""
+    from engine.config.mapping import reread_sections
+    from engine.errors import MappingError
+    from helpers import ROOT
+    api = ROOT / "mappings" / "ccvshop_asperion_api.yaml"
+    m = load_mapping(api, environ=API_ENV)
+    shop2 = reread_sections(m, API_ENV | {"CCVSHOP_URL": "https://shop-2.test", "ASPERION_TENANT_ID": "tenant-2",
+                                          "CCVSHOP_SECRET_KEY": "ccv-SECRET-2"})
+    assert m.source_http().base_url == "https://shop-1.test"
+    assert shop2.source_http().base_url == "https://shop-2.test"
+    assert shop2.destination_http().headers["X-Tenant-Id"] == "tenant-2"
+    assert shop2.destination is m.destination        # compiled once
+    shown = repr(m) + repr(shop2) + repr(shop2.source_spec()) + repr(shop2.destination_http())
+    for secret in ("client-SECRET-1", "refresh-SECRET-1", "ccv-SECRET-1", "ccv-SECRET-2"):
+        assert secret not in shown
+
+    edited = tmp_path / "api.yaml"
+    text = api.read_text("utf-8")
+    assert "path: /v1/debtors" in text
+    edited.write_text(text.replace("path: /v1/debtors", "path: /v1/${ASPERION_TENANT_ID}/debtors", 1), "utf-8")
+    per_tenant = load_mapping(edited, environ=API_ENV)
+    assert reread_sections(per_tenant, API_ENV).destination is per_tenant.destination
+    with pytest.raises(MappingError) as refused:
+        reread_sections(per_tenant, API_ENV | {"ASPERION_TENANT_ID": "tenant-2"})
+    assert "compiled once for all shops" in str(refused.value)

@@ -193,6 +193,11 @@ def test_basis_plan_holds_what_is_over_250_and_plus_delivers_it(tmp_path, ctx):
     assert keep == 260
 
     basis = ctx.env | {"MAPPER_PLAN": "basis"}
+    # rehearsed first: the plan's limit is reached within the preview, as within the run
+    first_preview = ctx.cli("dry-run", ctx.mapping, "--fixtures", shop, "--state", ctx.state, env=basis)
+    assert first_preview.returncode == 0, first_preview.stderr
+    assert "250 orders in the preview" in first_preview.stdout
+    assert "10 held by the plan (a run would keep them for later)" in first_preview.stdout
     held = ctx.run(shop, env=basis)
     assert held.returncode == 0, held.stdout + held.stderr   # held is not quarantined
     assert "delivered 250 orders" in held.stdout and "held by plan 10" in held.stdout

@@ -142,7 +142,9 @@ class LoadedMapping:
 
     file: Path
     name: str
-    located: Located     # the YAML with positions: for error messages, `mapper explain`
+    #: the YAML with positions, for error messages and `mapper explain` (not in repr: it
+    #: holds the values of ${VAR}s, keys included)
+    located: Located = field(repr=False)
     record_id: Expression
     record_number: Expression
     record_created: Expression
@@ -185,8 +187,8 @@ class LoadedMapping:
     compiled_values: list[tuple[str, int | None, Any]] = field(default_factory=list)
     #: ``source`` and ``destination.api.http`` as read with the environment the mapping was
     #: loaded with (None while a ${VAR} they need is unset: asked for, that is the error)
-    _source: SourceSpec | None = None
-    _destination_http: HttpSpec | None = None
+    _source: SourceSpec | None = field(default=None, repr=False)
+    _destination_http: HttpSpec | None = field(default=None, repr=False)
 
     @property
     def has_api(self) -> bool:
@@ -196,7 +198,8 @@ class LoadedMapping:
     def source_spec(self) -> SourceSpec:
         """The source section, raising now for any ${VAR} it needs that is not set."""
         self._require_env("source")
-        assert self._source is not None    # read at load once its variables are set
+        if self._source is None:    # read at load once its variables are set: not reached
+            raise MappingError("the source section was not read", file=str(self.file))
         return self._source
 
     def source_http(self) -> HttpSpec:
@@ -210,7 +213,8 @@ class LoadedMapping:
     def destination_http(self) -> HttpSpec:
         """The API destination's ``http`` block, raising now for any ${VAR} it needs that is not set."""
         self._require_env("destination")
-        assert self._destination_http is not None    # read at load once its variables are set
+        if self._destination_http is None:
+            raise MappingError("this mapping declares no destination.api.http", file=str(self.file))
         return self._destination_http
 
     def _require_env(self, section: str) -> None:
@@ -557,6 +561,12 @@ def _run_time_specs(located: Located, errors: list[MappingError]) -> tuple[Sourc
     return source, api_http
 
 
+def _compiled_api(data: dict[str, Any]) -> dict[str, Any]:
+    """``destination.api`` without its ``http`` block: what :func:`_api_spec` compiles."""
+    api = (data.get("destination") or {}).get("api") or {}
+    return {k: v for k, v in api.items() if k != "http"}
+
+
 def _api_spec(c: _Compiler, api: dict[str, Any] | None) -> ApiSpec | None:
     """``destination.api`` compiled, each template and expression with its place in the file."""
     if not api:
@@ -567,7 +577,7 @@ def _api_spec(c: _Compiler, api: dict[str, Any] | None) -> ApiSpec | None:
         at = base + path
         body = Body(spec["body"], lambda p, v: c.need_expr(at + ("body",) + p, v),
                     lambda p, v: c.need_tmpl(at + ("body",) + p, v)) if "body" in spec else None
-        return RequestSpec(c.tmpl(at + ("path",)), {k: c.tmpl(at + ("params", k)) for k in (spec.get("params") or {})},
+        return RequestSpec(c.need_tmpl(at + ("path",)), {k: c.need_tmpl(at + ("params", k)) for k in (spec.get("params") or {})},
                            body)
 
     debtor, invoice = api["debtor"], api["invoice"]
@@ -575,17 +585,17 @@ def _api_spec(c: _Compiler, api: dict[str, Any] | None) -> ApiSpec | None:
     original = invoice.get("original")
     return ApiSpec(
         items_key=listing.get("items", "_data"), next_key=listing.get("next"),
-        references={name: c.tmpl(base + ("references", name, "path")) for name in (api.get("references") or {})},
+        references={name: c.need_tmpl(base + ("references", name, "path")) for name in (api.get("references") or {})},
         debtor_find=request(("debtor", "find"), debtor["find"]),
-        debtor_match=c.expr(base + ("debtor", "find", "match")),
-        debtor_number=c.expr(base + ("debtor", "number")),
+        debtor_match=c.need_expr(base + ("debtor", "find", "match")),
+        debtor_number=c.need_expr(base + ("debtor", "number")),
         debtor_name=c.expr(base + ("debtor", "name")) if debtor.get("name") else None,
         debtor_create=request(("debtor", "create"), debtor["create"]),
         invoice_find=request(("invoice", "find"), invoice["find"]),
-        invoice_match=c.expr(base + ("invoice", "find", "match")),
+        invoice_match=c.need_expr(base + ("invoice", "find", "match")),
         invoice_create=request(("invoice", "create"), invoice["create"]),
-        invoice_id=c.expr(base + ("invoice", "id")),
-        original=None if not original else {k: c.expr(base + ("invoice", "original", k)) for k in ("number", "concept")},
+        invoice_id=c.need_expr(base + ("invoice", "id")),
+        original=None if not original else {k: c.need_expr(base + ("invoice", "original", k)) for k in ("number", "concept")},
         field_errors_key=(api.get("errors") or {}).get("fields", "errors"))
 
 
@@ -616,14 +626,20 @@ def _credit_spec(c: _Compiler, spec: dict | None) -> CreditSpec | None:
 
 
 def reread_sections(m: LoadedMapping, environ: Mapping[str, str]) -> LoadedMapping:
-    """The compiled mapping with its run-time sections (``source``, ``destination``: read as
-    configuration when a run starts, never compiled) read again under ``environ``.
+    """The compiled mapping with ``source`` and ``destination.api.http`` (the shop's URL and
+    keys, the API's: read as configuration, never compiled) read again under ``environ``.
 
-    Hosted mode compiles a mapping once and binds each shop's URL and keys this way: the file
-    is parsed again (milliseconds), nothing is compiled again.
+    Hosted mode compiles a mapping once and binds each shop's values this way: the file is
+    parsed again (milliseconds), nothing is compiled again. The rest of ``destination.api``
+    is compiled: a ``${VAR}`` in it that takes another value for this shop is refused, as it
+    would silently keep the first value.
     """
     text = m.file.read_text(encoding="utf-8")
     located = _load_located(m.file, m.located.file, text, environ, ())
+    if _compiled_api(located.data) != _compiled_api(m.located.data):
+        raise MappingError("destination.api (outside its http block) reads a ${VAR} whose value differs for this "
+                           "shop, but it is compiled once for all shops", file=m.located.file,
+                           hint="put per-shop values in destination.api.http (base_url, headers, auth)")
     errors: list[MappingError] = []
     source, api_http = _run_time_specs(located, errors)
     if errors:

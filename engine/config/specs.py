@@ -8,9 +8,13 @@ and names are right), so nothing here validates again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from engine.io.http.spec import HttpSpec
+
+if TYPE_CHECKING:   # compiled values: engine.expr imports nothing of the configuration
+    from engine.expr.expressions import Expression, Template
+    from engine.output.jsonbody import Body
 
 DEFAULT_DEBTOR_KEY_ENV = "MAPPER_DEBTOR_KEY"
 
@@ -116,6 +120,10 @@ class LookupSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     item: str | None = None
 
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "LookupSpec":
+        return cls(section["path"], dict(section.get("params") or {}), section.get("item"))
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -131,8 +139,7 @@ class SourceSpec:
         records, lookup = s.get("records"), s.get("lookup")
         return cls(HttpSpec.from_config(s["http"]) if s.get("http") else None,
                    RecordsSpec.from_config(records) if records and records.get("path") else None,
-                   LookupSpec(lookup["path"], dict(lookup.get("params") or {}), lookup.get("item"))
-                   if lookup and lookup.get("path") else None)
+                   LookupSpec.from_config(lookup) if lookup and lookup.get("path") else None)
 
 
 @dataclass(frozen=True)
@@ -157,9 +164,9 @@ class SandboxSpec:
 class RequestSpec:
     """A request of ``destination.api``, compiled: path and parameters (templates), body."""
 
-    path: Any                                   # Template
-    params: Mapping[str, Any] = field(default_factory=dict)   # name -> Template
-    body: Any = None                            # engine.output.jsonbody.Body, or None
+    path: Template
+    params: Mapping[str, Template] = field(default_factory=dict)
+    body: Body | None = None
 
 
 @dataclass(frozen=True)
@@ -169,15 +176,15 @@ class ApiSpec:
 
     items_key: str
     next_key: str | None
-    references: Mapping[str, Any]               # name -> Template (the list's path)
+    references: Mapping[str, Template]          # name -> the list's path
     debtor_find: RequestSpec
-    debtor_match: Any                           # Expression over ``item``
-    debtor_number: Any
-    debtor_name: Any | None
+    debtor_match: Expression                    # over ``item``
+    debtor_number: Expression
+    debtor_name: Expression | None
     debtor_create: RequestSpec
     invoice_find: RequestSpec
-    invoice_match: Any
+    invoice_match: Expression
     invoice_create: RequestSpec
-    invoice_id: Any                             # Expression over ``result``
-    original: Mapping[str, Any] | None          # number, concept: Expressions over ``item``
+    invoice_id: Expression                      # over ``result``
+    original: Mapping[str, Expression] | None   # number, concept: over ``item``
     field_errors_key: str = "errors"

@@ -52,17 +52,20 @@ PREVIEW_CHUNK = 50
 
 def dry_run(mapping: LoadedMapping, source: Source, out: BinaryIO | None, *, store: StateStore | None = None,
             window: dict[str, str] | None = None, since: date | None = None, until: date | None = None,
-            max_rows: int = 500, matcher: Any = None, bodies: Any = None, plan: str = "plus") -> Summary:
+            max_rows: int = 500, matcher: Any = None, bodies: Any = None, plan: str = "plus",
+            destination: Any = None) -> Summary:
     """Run the mapping without delivering: the document into ``out`` (None: built and checked,
     not written). ``store``: the state, opened read-only (None: an empty one); ``window``: what
     the source's templates see (default: --since/--until, without a look-back); ``bodies``: for
-    a mapping without XML output, renders what would be posted (JSON lines)."""
+    a mapping without XML output, renders what would be posted (JSON lines); ``destination``:
+    the API destination it would be posted to (read, never written: a credit note names the
+    invoice it credits as the API knows it)."""
     from engine.ops.intake import poll_window
     validator = Validator(mapping.xsd_path)
     sink = PreviewSink(mapping, validator, out, bodies, max_rows=max_rows)
     with _state_or_empty(store) as state:
         runner = Runner(mapping, source, RehearsalState(state), plan=plan, since=since, until=until,
-                        chunk=PREVIEW_CHUNK, matcher=matcher, sink=sink, validator=validator,
+                        chunk=PREVIEW_CHUNK, matcher=matcher, destination=destination, sink=sink, validator=validator,
                         window=window or poll_window(mapping, since, until, today=None), flags_kept=max_rows)
         with _streaming_gc():
             result = runner.run()

@@ -302,8 +302,9 @@ _REGISTRY: dict[str, AuthKind] = {}
 
 def register_auth(kind: str, spec: type[AuthSpec], options: Mapping[str, Any] | None = None,
                   required: Sequence[str] = ()) -> None:
-    """Register the spec class of an auth kind; ``options`` are the JSON Schema of each key its
-    block may hold besides ``kind``, ``required`` those it must."""
+    """Register the spec class of an auth kind (a frozen :class:`AuthSpec` dataclass: declare
+    each secret ``field(repr=False)``); ``options`` are the JSON Schema of each key its block
+    may hold besides ``kind``, ``required`` those it must."""
     _REGISTRY[kind] = AuthKind(spec, dict(options or {}), tuple(required))
 
 

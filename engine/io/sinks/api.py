@@ -40,16 +40,7 @@ class ApiDestination:
     def __init__(self, mapping: Any, *, client: Any = None, clock=None, sleep=None):
         """``mapping``: a LoadedMapping with ``destination`` (compiled at load: engine.config.specs.ApiSpec)."""
         self.m = mapping
-        spec: ApiSpec = mapping.destination
-        self.items_key, self.next_key = spec.items_key, spec.next_key
-        self.references = spec.references
-        self.debtor_find, self.debtor_match = spec.debtor_find, spec.debtor_match
-        self.debtor_number, self.debtor_name = spec.debtor_number, spec.debtor_name
-        self.debtor_create = spec.debtor_create
-        self.invoice_find, self.invoice_match = spec.invoice_find, spec.invoice_match
-        self.invoice_create, self.invoice_id = spec.invoice_create, spec.invoice_id
-        self.original_fields = spec.original
-        self.field_errors_key = spec.field_errors_key
+        self.spec: ApiSpec = mapping.destination
         self._client = client
         self._clock, self._sleep = clock, sleep
         self.calls = {"GET": 0, "POST": 0}
@@ -74,13 +65,13 @@ class ApiDestination:
     def get_all(self, path: str, params: dict[str, str] | None = None) -> Iterator[Any]:
         """Every item of a list, page after page, with the shop paginator's loop guard (a page
         link that comes back a second time, or more than max_pages pages, stops with an error)."""
-        pager = NextLinkPaginator({"next": self.next_key} if self.next_key else {})
+        pager = NextLinkPaginator({"next": self.spec.next_key} if self.spec.next_key else {})
         request = pager.first(path, tuple((params or {}).items()))
         page = self._call("GET", path, params=params)
         while True:
-            items = (page.get(self.items_key, []) if isinstance(page, dict) else page) or []
+            items = (page.get(self.spec.items_key, []) if isinstance(page, dict) else page) or []
             yield from items
-            if not self.next_key:
+            if not self.spec.next_key:
                 return
             following = pager.next(page, request, items)
             if following is None or following.url is None:   # next_link pages are absolute URLs
@@ -101,29 +92,30 @@ class ApiDestination:
 
     # -- references -------------------------------------------------------------------------
     def load_references(self) -> dict[str, list[Any]]:
-        return {name: list(self.get_all(path({}))) for name, path in self.references.items()}
+        return {name: list(self.get_all(path({}))) for name, path in self.spec.references.items()}
 
     # -- invoices ---------------------------------------------------------------------------
     def find_invoice(self, ctx) -> str | None:
-        found = self._find(self.invoice_find, self.invoice_match, ctx)
-        return None if found is None else str(self.invoice_id(dict(ctx, result=found)))
+        found = self._find(self.spec.invoice_find, self.spec.invoice_match, ctx)
+        return None if found is None else str(self.spec.invoice_id(dict(ctx, result=found)))
 
     def original_invoice(self, ctx) -> dict[str, Any] | None:
         """For a credit note: the credited invoice as the destination has it (``ctx`` as when it
         was booked): its number once processed, whether it is still a concept; ``missing`` when
         it is not found there. None when the mapping does not declare ``invoice.original``."""
-        if self.original_fields is None:
+        if self.spec.original is None:
             return None
-        found = self._find(self.invoice_find, self.invoice_match, ctx)
+        found = self._find(self.spec.invoice_find, self.spec.invoice_match, ctx)
         if found is None:
             return {"missing": True}
         item = dict(ctx, item=found)
-        number = self.original_fields["number"](item)
+        number = self.spec.original["number"](item)
         return {"number": None if number in (None, "") else str(number),
-                "concept": bool(self.original_fields["concept"](item))}
+                "concept": bool(self.spec.original["concept"](item))}
 
     def body(self, req: RequestSpec, ctx) -> Any:
         """The request body for one record; a template failure quarantines the record."""
+        assert req.body is not None   # a create request declares its body (the schema requires it)
         try:
             return req.body(ctx)
         except EvaluationError as exc:
@@ -141,7 +133,7 @@ class ApiDestination:
 
     def _field_errors(self, exc) -> str:
         payload = exc.payload if isinstance(exc.payload, dict) else {}
-        fields = payload.get(self.field_errors_key) or {}
+        fields = payload.get(self.spec.field_errors_key) or {}
         parts = [f"{k}: {'; '.join(map(str, v if isinstance(v, list) else [v]))}" for k, v in list(fields.items())[:FIELD_ERRORS_SHOWN]]
         title = payload.get("title") or payload.get("detail") or exc.detail or "refused"
         return f"the API refused it ({title})" + (": " + " | ".join(parts) if parts else "")
@@ -168,17 +160,17 @@ class ApiDebtorMatcher:
             return self._known(hit, name)
         ctx = dict(ctx or {}, customer={"key": key, "number": proposed_number, "name": name})
         try:
-            found = self.dest._find(self.dest.debtor_find, self.dest.debtor_match, ctx)
+            found = self.dest._find(self.dest.spec.debtor_find, self.dest.spec.debtor_match, ctx)
             if found is not None:
                 item_ctx = dict(ctx, item=found)
-                number = str(self.dest.debtor_number(item_ctx))
-                existing = str(self.dest.debtor_name(item_ctx)) if self.dest.debtor_name else name
+                number = str(self.dest.spec.debtor_number(item_ctx))
+                existing = str(self.dest.spec.debtor_name(item_ctx)) if self.dest.spec.debtor_name else name
                 self.seen[key] = (number, fold_name(existing))
                 return self._known((number, fold_name(existing)), name)
             if self.readonly:
                 self.seen[key] = (f"new:{proposed_number}", fold_name(name))
                 return Match(f"new:{proposed_number}", known=False)
-            result, _ = self.dest.create(self.dest.debtor_create, ctx)
+            result, _ = self.dest.create(self.dest.spec.debtor_create, ctx)
             self.created += 1
         except EvaluationError as exc:
             raise OrderError(f"destination.api.debtor: {exc}", field="destination.api.debtor") from None
@@ -255,7 +247,7 @@ class ApiSink:
                                     run_id=self.run_id)
         from engine.io.http.client import AmbiguousWrite
         try:
-            result, body = self.dest.create(self.dest.invoice_create, ctx)
+            result, body = self.dest.create(self.dest.spec.invoice_create, ctx)
         except OrderError:
             self.store.discard_batch(batch_id, self.now())
             raise
@@ -266,7 +258,7 @@ class ApiSink:
                 raise DeliveryError(f"order {outcome.number}: creating it gave no clear answer ({exc.message}); "
                                     f"the next run looks it up first and finishes it") from None
             result, body = {"id": found}, found
-        remote_id = str(self.dest.invoice_id(dict(ctx, result=result)))
+        remote_id = str(self.dest.spec.invoice_id(dict(ctx, result=result)))
         self.store.mark_delivered(batch_id, _checksum(body), self.now(), remote_id=remote_id)
         self.created.append(remote_id)
         return remote_id
@@ -288,7 +280,7 @@ class BodyPreview:
 
     def add(self, outcome) -> None:
         """Raises OrderError when the body cannot be built (the preview shows it quarantined)."""
-        body = self.dest.body(self.dest.invoice_create, dict(outcome.context, refs=self.refs))
+        body = self.dest.body(self.dest.spec.invoice_create, dict(outcome.context, refs=self.refs))
         self._spool.write(dumps(body).encode("utf-8") + b"\n")
         self.count += 1
 

@@ -15,8 +15,6 @@ from engine.output.xsd import Validator
 
 
 class PreviewSink:
-    pending = 0
-
     def __init__(self, mapping: Any, validator: Validator, out: BinaryIO | None, bodies: Any = None,
                  max_rows: int = 500):
         """``bodies``: for a mapping without XML output, what renders the API's bodies;
@@ -34,6 +32,11 @@ class PreviewSink:
         self.totals: list[Decimal | None] = [ZERO if c.amount is not None else None for c in mapping.columns]
         self.invoices = 0
         self.credit_notes = 0
+
+    @property
+    def pending(self) -> int:
+        """The invoices accepted and not delivered: all of them (the plan's limit counts them)."""
+        return self.invoices
 
     def prepare(self) -> None:
         pass
