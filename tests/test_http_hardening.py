@@ -122,7 +122,7 @@ def test_the_asperion_list_walk_stops_on_a_page_that_comes_back(tmp_path):
         m = load_mapping(ROOT / "mappings" / "ccvshop_asperion_api.yaml", environ=env)
         client = HttpClient({"base_url": loop.url, "retries": {"attempts": 1}})
         dest = ApiDestination(m, client=client)
-        if not dest.next_key:
+        if not dest.spec.next_key:
             pytest.fail("the API mapping declares no next-page link")
         with pytest.raises(PaginationError, match="a second time"):
             list(dest.get_all("/v1/debtors"))
