@@ -3,9 +3,9 @@
 1. the source's records of the poll window, those created outside it left out (a shop's list
    filters on another date than the creation date, fixtures are not filtered at all);
 2. an id listed twice (a page that shifted, a copied file) is taken once;
-3. with ``refetch`` (``mapper run`` and its rehearsal ``dry-run``): webhook hints, orders held
-   by the plan and open quarantine, each re-fetched from the source by id;
-4. with a store: what earlier runs delivered, or the operator dropped, is left out (counted).
+3. webhook hints, orders held by the plan and open quarantine, each re-fetched from the
+   source by id;
+4. what earlier runs delivered, or the operator dropped, is left out (counted).
 
 ``mapper run`` and ``mapper dry-run`` both read their records from here, so a preview shows
 what a run would convert.
@@ -41,12 +41,12 @@ def poll_window(mapping: Any, since: date | None, until: date | None, today: dat
 
 class Intake:
     """The records to convert. ``start``/``until`` bound the creation date (None: open);
-    ``window`` is what the source's templates see. ``refetch``: look up hints, held orders
-    and open quarantine by id (a run, or its rehearsal; a hint may be refused in the state).
+    ``window`` is what the source's templates see; ``store``: a run's state, or a
+    rehearsal's (engine.ops.state.rehearsal).
     ``counts``: the dict to count in (a run's, so that its progress shows them as they grow)."""
 
-    def __init__(self, mapping: Any, source: Source, store: RunState | None, *, window: dict[str, str],
-                 start: date | None, until: date | None, since: date | None = None, refetch: bool = False,
+    def __init__(self, mapping: Any, source: Source, store: RunState, *, window: dict[str, str],
+                 start: date | None, until: date | None, since: date | None = None,
                  chunk: int = 200, counts: dict[str, int] | None = None,
                  on_delivered: Callable[[Any, str], None] | None = None,
                  on_refused: Callable[[str, str], None] | None = None,
@@ -56,7 +56,6 @@ class Intake:
         self.store = store
         self.window = window
         self.start, self.until, self.since = start, until, since
-        self.refetch = refetch
         self.chunk = chunk
         self.counts = counts if counts is not None else {}
         for key in COUNTS:
@@ -72,14 +71,9 @@ class Intake:
     # -- what to convert -------------------------------------------------------------------
     def records(self) -> Iterator[Any]:
         """The records to convert: neither delivered nor dropped (counted as they are read)."""
-        if self.store is None:
-            for record in self._listed():
-                self.counts["fetched"] += 1
-                yield record
-            return
         name = self.m.name
         dropped = self.store.dropped(name)
-        hinted = {h.shop_id for h in self.store.hints(name)} if self.refetch else set()
+        hinted = {h.shop_id for h in self.store.hints(name)}
         for chunk in chunks(self._listed(), self.chunk):
             ids = [self.record_id(rec) for rec in chunk]
             done = self.store.delivered(name, [i for i in ids if i])
@@ -103,7 +97,7 @@ class Intake:
                 self.progress()
 
     def _listed(self) -> Iterator[Any]:
-        """The window's records, then (``refetch``) hints, held orders and open quarantine by id."""
+        """The window's records, then hints, held orders and open quarantine by id."""
         seen: set[str] = set()
         for record in self.source.records(self.window):
             if not isinstance(record, BrokenRecord):
@@ -119,20 +113,19 @@ class Intake:
                     continue
                 seen.add(shop_id)
             yield record
-        if self.refetch:
-            yield from self._refetched(seen)
+        yield from self._refetched(seen)
 
     def _refetched(self, seen: set[str]) -> Iterator[Any]:
         name = self.m.name
         start = self._start_date(self.start or clock_now().date())
-        hinted = [h.shop_id for h in self._state.hints(name) if h.shop_id not in seen]
+        hinted = [h.shop_id for h in self.store.hints(name) if h.shop_id not in seen]
         budget = self._max_lookups
         if len(hinted) > budget:       # hints take at most this share of a run's requests
             self.counts["hints_deferred"] = len(hinted) - budget
             hinted = hinted[:budget]
         # a credit note in quarantine is tried again from its credit (credit.from), not looked up
-        quarantined = [q.shop_id for q in self._state.open_quarantine(name) if not is_credit_id(q.shop_id)]
-        held = [ref.shop_id for ref, _ in self._state.held(name)]
+        quarantined = [q.shop_id for q in self.store.open_quarantine(name) if not is_credit_id(q.shop_id)]
+        held = [ref.shop_id for ref, _ in self.store.held(name)]
         for shop_id in dict.fromkeys(hinted + held + quarantined):
             if shop_id in seen:
                 continue
@@ -150,8 +143,8 @@ class Intake:
         """The earliest creation date this connector considers on its own: the first run's
         window start, recorded then. A hint for an older order is refused unless this run is a
         back-fill that covers it (the operator said --since)."""
-        return self._state.start_date(self.m.name) or \
-            self._state.record_start_date(self.m.name, window_start, clock_now())
+        return self.store.start_date(self.m.name) or \
+            self.store.record_start_date(self.m.name, window_start, clock_now())
 
     def _after_start(self, record: Any, start: date) -> bool:
         created = self.created(record)
@@ -159,7 +152,7 @@ class Intake:
         if day is None or day >= start or (self.since is not None and day >= self.since):
             return True
         self.counts["hints_refused"] += 1
-        self._state.refuse_hint(self.m.name, self.record_id(record),
+        self.store.refuse_hint(self.m.name, self.record_id(record),
                                f"created {day}, before this connector's start {start}: a webhook "
                                f"does not deliver such an order (book it by hand, or back-fill with "
                                f"--since)", clock_now())
@@ -177,20 +170,14 @@ class Intake:
             reason = f"the shop refused to show this order: {exc}"
             if is_hint:
                 self.counts["hints_refused"] += 1
-                self._state.refuse_hint(self.m.name, shop_id, reason, clock_now())
+                self.store.refuse_hint(self.m.name, shop_id, reason, clock_now())
             elif self.on_refused is not None:
                 self.on_refused(shop_id, reason)
             return None
         if record is None:     # gone from the shop: nothing to wait for
-            self._state.clear_hints(self.m.name, [shop_id])
-            self._state.unhold(self.m.name, [shop_id])
+            self.store.clear_hints(self.m.name, [shop_id])
+            self.store.unhold(self.m.name, [shop_id])
         return record
-
-    @property
-    def _state(self) -> RunState:
-        """The state, where only an intake with one gets (``refetch``)."""
-        assert self.store is not None, "refetch needs a store"
-        return self.store
 
     # -- a record's id and creation time ---------------------------------------------------
     def record_id(self, record: Any) -> str:

@@ -112,7 +112,7 @@ class Runner:
         window = window or poll_window(mapping, since, until, self._stamp.date())
         start = date.fromisoformat(window["start"]) if window["start"] else None
         self.intake = Intake(mapping, source, store, window=window, start=start, until=until,
-                             since=since, refetch=True, chunk=chunk, counts=self.result.counts,
+                             since=since, chunk=chunk, counts=self.result.counts,
                              on_delivered=self._delivered_seen_again,
                              on_refused=lambda shop_id, reason: self._quarantine(Quarantined(shop_id, shop_id, reason)),
                              progress=(lambda: progress(self.result.counts)) if progress else None)
